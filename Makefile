@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   create .venv, install the locked dependencies, run the whole pipeline on synthetic data
+#   make test   same set-up, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.8
+# The rules call `avbias`, `snakemake` and `dvc` from the venv.
+export PATH := $(BIN):$(PATH)
+DEMO := --configfile params.yaml config/demo.yaml
+
+.PHONY: demo test install lock lint clean-demo
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: install
+	$(BIN)/snakemake all --cores 8 $(DEMO)
+	@echo
+	@echo "Report:  $(CURDIR)/results/demo/report/report.html"
+	@echo "Tables:  $(CURDIR)/results/demo/summary.md"
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/snakemake --lint $(DEMO)
+
+# Regenerate the lock file after changing pyproject.toml (universal: Linux/macOS, CPU/GPU wheels alike).
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --quiet -o requirements.lock
+
+clean-demo:
+	rm -rf data/demo results/demo logs/demo

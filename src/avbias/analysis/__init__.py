@@ -1,0 +1,1 @@
+"""Analysis: pure functions on arrays (no model, no shards)."""

@@ -1,0 +1,139 @@
+"""The `avbias` command: one subcommand per pipeline stage. Snakemake rules call these."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from avbias.config import load_params, parse_params_json
+from avbias.errors import AvbiasError
+
+log = logging.getLogger("avbias")
+
+
+def cmd_acquire(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.data.sources import acquire
+
+    acquire(args.dataset, Path(args.out), params, workers=args.threads)
+
+
+def cmd_manifest(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.data.manifest import build_manifest, write_manifest
+
+    clips = build_manifest(args.dataset, args.raw, params)
+    write_manifest(clips, args.out)
+    log.info("manifest: %s", clips.groupby("split").size().to_dict())
+
+
+def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from avbias.features.extract import extract_features
+
+    clips = pd.read_parquet(Path(args.manifest) / "clips.parquet")
+    summary = extract_features(clips, args.out, params, workers=args.threads)
+    log.info("extract: %d clips, %d quarantined, %d shards", summary["extracted"], summary["quarantined"], summary["shards"])
+
+
+def cmd_train(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.train import train_run
+
+    metrics = train_run(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads)
+    log.info("test accuracy %.4f (best epoch %d on validation)", metrics["test"]["acc"], metrics["best_epoch"])
+
+
+def cmd_analyse(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.analysis.runs import analyse_dataset
+
+    analyse_dataset(args.dataset, [Path(p) for p in args.runs], Path(args.out), params)
+
+
+def cmd_report(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.report.build import build_report
+
+    build_report([Path(p) for p in args.analysis], Path(args.out), Path(args.summary), Path(args.metrics), params)
+
+
+def cmd_params(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    import yaml
+
+    params = load_params(*args.files)
+    text = "# Merged from: " + ", ".join(args.files) + "\n" + yaml.safe_dump(params, sort_keys=False)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avbias", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, func: Callable[..., None], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--params", required=True, help="JSON object with the params groups this stage reads")
+        p.set_defaults(func=func, stage=name)
+        return p
+
+    p = stage("acquire", cmd_acquire, "write or fetch a dataset's raw media")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+    p = stage("manifest", cmd_manifest, "clip manifest and splits")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+
+    p = stage("extract", cmd_extract, "decode media into feature shards")
+    p.add_argument("--manifest", required=True, help="folder holding clips.parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+    p = stage("train", cmd_train, "train one (dataset, method, seed) run")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+    p = stage("analyse", cmd_analyse, "decision-layer analysis of a dataset's runs")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="run folders (each with metrics.json, outputs.npz)")
+    p.add_argument("--out", required=True)
+
+    p = stage("report", cmd_report, "figures, report.html and summary.md")
+    p.add_argument("--analysis", nargs="+", required=True, help="analysis folders, one per dataset")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--summary", required=True, help="summary.md path")
+    p.add_argument("--metrics", required=True, help="metrics.json path (DVC metrics)")
+
+    p = sub.add_parser("params", help="merge and validate parameter files; print or write the result")
+    p.add_argument("files", nargs="+", help="params.yaml, then overrides (later ones win)")
+    p.add_argument("--out", help="write here instead of stdout")
+    p.set_defaults(func=cmd_params, stage=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        params = parse_params_json(args.params, args.stage) if args.stage else {}
+        args.func(args, params)
+    except AvbiasError as exc:
+        print(f"avbias: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

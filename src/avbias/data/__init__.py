@@ -1,0 +1,1 @@
+"""Datasets: names and classes, sources (synthetic, CREMA-D), manifests and splits."""

@@ -1,0 +1,1 @@
+"""Decode media once into memory-mappable tensor shards."""

@@ -1,0 +1,89 @@
+"""The extract stage: one pass per clip, everything training needs, streamed into shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from avbias.errors import DataError
+from avbias.features.decode import DecodeError, decode_audio, read_frames
+from avbias.features.shards import MANIFEST, QUARANTINE, write_shard
+from avbias.features.spectrogram import fit_duration, log_spectrogram
+from avbias.io import atomic_dir, atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def extract_clip(audio_path: str, video_path: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | str:
+    """(spectrogram, frames) for one clip, or the reason it cannot be decoded."""
+    try:
+        samples = decode_audio(audio_path, params["sample_rate"])
+        samples = fit_duration(samples, int(round(params["duration_s"] * params["sample_rate"])))
+        spec = log_spectrogram(samples, params["n_fft"], params["hop_length"]).astype(params["spec_dtype"])
+        frames = read_frames(video_path, params["num_frames"], params["frame_size"])
+    except DecodeError as exc:
+        return str(exc)
+    return spec, frames
+
+
+def _init_worker() -> None:
+    # Parallelism is across clips; keep each worker single-threaded so N workers use N cores.
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def extract_features(clips: pd.DataFrame, out_dir: str | Path, params: dict[str, Any], workers: int = 1) -> dict[str, Any]:
+    """Write shards, manifest.parquet and quarantine.parquet into out_dir (replaced atomically)."""
+    extract = params["extract"]
+    digest = params_hash(extract)
+    clips = clips.sort_values("clip_id").reset_index(drop=True)
+    manifest_rows: list[dict[str, Any]] = []
+    quarantine_rows: list[dict[str, Any]] = []
+    shard_size = extract["shard_size"]
+    with atomic_dir(out_dir) as tmp, ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        shard = 0
+        for start in range(0, len(clips), shard_size):
+            chunk = clips.iloc[start : start + shard_size]
+            results = pool.map(
+                extract_clip, chunk["audio_path"], chunk["video_path"], [extract] * len(chunk), chunksize=4
+            )
+            specs, frames = [], []
+            for clip, result in zip(chunk.itertuples(index=False), results):
+                if isinstance(result, str):
+                    log.warning("quarantined %s: %s", clip.clip_id, result)
+                    quarantine_rows.append({"clip_id": clip.clip_id, "split": clip.split, "reason": result})
+                    continue
+                manifest_rows.append(
+                    {"clip_id": clip.clip_id, "label": clip.label, "split": clip.split,
+                     "shard": shard, "row": len(specs), "params_hash": digest}
+                )
+                specs.append(result[0])
+                frames.append(result[1])
+            if specs:
+                write_shard(tmp, shard, np.stack(specs), np.stack(frames))
+                shard += 1
+            log.info("extracted %d / %d clips", start + len(chunk), len(clips))
+        if not manifest_rows:
+            raise DataError(f"no clip could be decoded; first reasons: {quarantine_rows[:3]}")
+        with atomic_path(tmp / MANIFEST) as path:
+            pd.DataFrame(manifest_rows).to_parquet(path, index=False)
+        with atomic_path(tmp / QUARANTINE) as path:
+            pd.DataFrame(quarantine_rows, columns=["clip_id", "split", "reason"]).to_parquet(path, index=False)
+        summary = {"clips": len(clips), "extracted": len(manifest_rows), "quarantined": len(quarantine_rows),
+                   "shards": shard, "params_hash": digest, "params": extract}
+        write_json(tmp / "extract.json", summary)
+    return summary

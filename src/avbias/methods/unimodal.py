@@ -1,0 +1,13 @@
+"""Unimodal models: one encoder and a linear head; their accuracy is each modality's capability."""
+
+from typing import Any
+
+from avbias.methods.registry import Method, register
+
+
+@register("unimodal_audio", modality="audio")
+@register("unimodal_visual", modality="visual")
+class Unimodal(Method):
+    def __init__(self, params: dict[str, Any], modality: str) -> None:
+        super().__init__(params)
+        self.modalities = (modality,)

@@ -1,0 +1,65 @@
+"""The report stage: figures, one self-contained report.html, summary.md and DVC metrics."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from avbias.io import atomic_path, write_json
+from avbias.report.figures import FIGURES
+from avbias.report.tables import DatasetAnalysis, accuracy_table, bias_table, markdown
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:1.5em 0}figcaption{font-size:90%;color:#444}
+img{max-width:100%}"""
+
+
+def verdict_text(a: DatasetAnalysis) -> str:
+    cap = a.bias["capability"]
+    parts = []
+    if cap["unimodal_test_acc"]:
+        accs = ", ".join(f"{m} {v * 100:.1f}%" for m, v in cap["unimodal_test_acc"].items())
+        parts.append(f"Unimodal test accuracy: {accs}; the more capable modality is <b>{cap['stronger']}</b>.")
+    for method, verdict in a.bias["dominance"].items():
+        parts.append(f"{html.escape(method)}: decision weights favour <b>{verdict.get('weight_norm')}</b>, "
+                     f"logit contributions favour <b>{verdict.get('logit_contrib')}</b>.")
+    return " ".join(parts)
+
+
+def metrics_for_dvc(a: DatasetAnalysis) -> dict[str, Any]:
+    """Per method: test accuracy and the main bias measures (seed means), for `dvc metrics show`."""
+    out: dict[str, Any] = {}
+    keep = ("test_acc", "test_macro_f1", "branch_acc_", "weight_share_", "logit_share_")
+    for row in a.summary.itertuples(index=False):
+        if row.measure.startswith(keep):
+            out.setdefault(row.method, {})[row.measure] = round(float(row.mean), 6)
+    return out
+
+
+def build_report(analysis_dirs: list[Path], out_dir: Path, summary_md: Path, metrics_json: Path, params: dict[str, Any]) -> None:
+    title = params["report"]["title"]
+    analyses = [DatasetAnalysis.load(d) for d in analysis_dirs]
+    body, md = [f"<h1>{html.escape(title)}</h1>"], [f"# {title}\n"]
+    for a in analyses:
+        body.append(f"<h2>{html.escape(a.dataset)}</h2><p>{verdict_text(a)}</p>")
+        md.append(f"## {a.dataset}\n")
+        for name, table in (("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a))):
+            body.append(f"<h3>{name}</h3>" + table.to_html(index=False, border=0, escape=True))
+            md.append(f"### {name}\n\n{markdown(table)}")
+        for name, draw in FIGURES.items():
+            path = out_dir / "figures" / f"{a.dataset}_{name}.png"
+            caption = draw(a, path)
+            data = base64.b64encode(path.read_bytes()).decode()
+            body.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            md.append(f"![{caption}](report/figures/{path.name})\n")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    with atomic_path(out_dir / "report.html") as tmp:
+        tmp.write_text(page)
+    with atomic_path(summary_md) as tmp:
+        tmp.write_text("\n".join(md))
+    write_json(metrics_json, {a.dataset: metrics_for_dvc(a) for a in analyses})

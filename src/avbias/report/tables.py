@@ -1,0 +1,85 @@
+"""Tables for the report: the analysis summaries in 'mean ± std' form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from avbias.io import read_json
+
+
+@dataclass
+class DatasetAnalysis:
+    """What the analyse stage wrote for one dataset."""
+
+    dataset: str
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    per_class: pd.DataFrame
+    curves: pd.DataFrame
+    bias: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: Path) -> "DatasetAnalysis":
+        bias = read_json(folder / "bias.json")
+
+        def table(name: str) -> pd.DataFrame:
+            path = folder / name
+            return pd.read_csv(path) if path.stat().st_size > 1 else pd.DataFrame()
+
+        return cls(bias["dataset"], table("runs.csv"), table("summary.csv"), table("per_class.csv"), table("curves.csv"), bias)
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted({c.removeprefix("branch_acc_") for c in self.runs.columns if c.startswith("branch_acc_")})
+
+    def stat(self, method: str, measure: str) -> tuple[float, float] | None:
+        hit = self.summary[(self.summary["method"] == method) & (self.summary["measure"] == measure)]
+        return None if hit.empty else (float(hit["mean"].iloc[0]), float(hit["std"].iloc[0]))
+
+
+def fmt(stat: tuple[float, float] | None, scale: float = 1.0, digits: int = 1) -> str:
+    if stat is None:
+        return "–"
+    mean, std = stat
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def accuracy_table(a: DatasetAnalysis) -> pd.DataFrame:
+    """Method x (test accuracy, macro-F1, each branch's accuracy through the fused head), in %."""
+    rows = []
+    for method in a.runs["method"].unique():
+        row = {"method": method, "seeds": int((a.runs["method"] == method).sum()),
+               "test acc (%)": fmt(a.stat(method, "test_acc"), 100),
+               "macro-F1 (%)": fmt(a.stat(method, "test_macro_f1"), 100)}
+        for m in a.modalities:
+            row[f"{m} branch acc (%)"] = fmt(a.stat(method, f"branch_acc_{m}"), 100)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bias_table(a: DatasetAnalysis) -> pd.DataFrame:
+    """Joint methods x decision-layer measures per modality, with the dominant modality of each."""
+    rows = []
+    for method, verdict in a.bias["dominance"].items():
+        row: dict[str, Any] = {"method": method}
+        for m in a.modalities:
+            row[f"‖W_{m}‖"] = fmt(a.stat(method, f"weight_norm_{m}"), digits=3)
+        for m in a.modalities:
+            row[f"mean |W_{m} f_{m}|"] = fmt(a.stat(method, f"logit_contrib_{m}"), digits=3)
+        row["dominant (weights)"] = verdict.get("weight_norm", "–")
+        row["dominant (logits)"] = verdict.get("logit_contrib", "–")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "_no rows_\n"
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"

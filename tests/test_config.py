@@ -1,0 +1,83 @@
+"""Parameters: schema validation (ours and Snakemake's), merging, and DVC declaring what each stage reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avbias.cli import main
+from avbias.config import STAGE_PARAMS, load_params, parse_params_json, stage_params_json
+from avbias.errors import ParamsError
+from conftest import REPO, make_project, run
+
+
+def test_shipped_params_and_demo_validate() -> None:
+    params = load_params(REPO / "params.yaml")
+    demo = load_params(REPO / "params.yaml", REPO / "config" / "demo.yaml")
+    assert params["run"]["datasets"] == ["cremad"]
+    assert demo["run"]["datasets"] == ["synth_cremad"]
+    assert demo["train"]["momentum"] == params["train"]["momentum"]     # untouched keys survive the merge
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"train": {"lr": "fast"}}, "train.lr"),
+        ({"train": {"learning_rate": 0.1}}, "train"),                 # unknown key
+        ({"synth": {"audio_snr_db": 500}}, "synth.audio_snr_db"),
+        ({"run": {"seeds": []}}, "run.seeds"),
+    ],
+)
+def test_bad_params_are_rejected_naming_the_key(tmp_path: Path, override: dict, key: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    with pytest.raises(ParamsError) as err:
+        load_params(REPO / "params.yaml", bad)
+    assert f"  {key}:" in str(err.value)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_unknown_method_and_dataset_are_rejected(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"run": {"methods": ["baseline", "ogm_gee"]}}))
+    with pytest.raises(ParamsError, match="run.methods: unknown method 'ogm_gee'"):
+        load_params(REPO / "params.yaml", bad)
+    bad.write_text(yaml.safe_dump({"run": {"datasets": ["cremadd"]}}))
+    with pytest.raises(ParamsError, match="run.datasets: unknown dataset 'cremadd'"):
+        load_params(REPO / "params.yaml", bad)
+
+
+def test_stage_command_rejects_invalid_params_json(capsys: pytest.CaptureFixture[str]) -> None:
+    params = load_params(REPO / "params.yaml")
+    good = stage_params_json(params, "train")
+    assert parse_params_json(good, "train")["train"]["lr"] == params["train"]["lr"]
+    code = main(["train", "--params", good.replace('"lr": 0.001', '"lr": -1'), "--dataset", "x",
+                 "--method", "baseline", "--seed", "0", "--features", "f", "--out", "o"])
+    assert code == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_snakemake_rejects_bad_params_before_any_job(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    (project / "bad.yaml").write_text(yaml.safe_dump({"extract": {"n_fft": "512"}}))
+    proc = run(["snakemake", "-n", "--configfile", "params.yaml", "tiny.yaml", "bad.yaml"], project, check=False)
+    assert proc.returncode != 0
+    assert "n_fft" in proc.stdout + proc.stderr
+    assert not (project / "data").exists()
+
+
+def test_dvc_stages_declare_exactly_the_params_they_read() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_PARAMS)
+    for stage, groups in STAGE_PARAMS.items():
+        # Besides its groups, a stage may declare the run lists (which datasets/methods/seeds exist).
+        declared = {p for p in stages[stage]["params"] if not p.startswith("run")}
+        assert declared == set(groups), stage
+
+
+def test_params_command_writes_the_merged_file(tmp_path: Path) -> None:
+    out = tmp_path / "merged.yaml"
+    assert main(["params", str(REPO / "params.yaml"), str(REPO / "config" / "demo.yaml"), "--out", str(out)]) == 0
+    assert load_params(out)["paths"]["results"] == "results/demo"

@@ -1,0 +1,146 @@
+"""Synthetic media in CREMA-D's formats, decoded by real ffmpeg and OpenCV; extraction into shards."""
+
+from __future__ import annotations
+
+import hashlib
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from avbias.data import synthetic
+from avbias.data.manifest import build_manifest
+from avbias.features.decode import DecodeError, decode_audio, read_frames
+from avbias.features.extract import extract_features
+from avbias.features.shards import load_split
+from avbias.features.spectrogram import fit_duration, log_spectrogram
+
+SYNTH = {"seed": 3, "num_actors": 1, "num_sentences": 1, "audio_snr_db": 0.0, "visual_snr_db": 0.0,
+         "min_duration_s": 1.3, "max_duration_s": 5.0}
+EXTRACT = {"sample_rate": 22050, "duration_s": 3.0, "n_fft": 512, "hop_length": 353, "num_frames": 3,
+           "frame_size": 64, "spec_dtype": "float16", "shard_size": 4}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[synthetic.SynthClip]]:
+    root = tmp_path_factory.mktemp("synth")
+    return root, synthetic.generate(root, SYNTH, workers=2)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_layout_and_ids_follow_cremad(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    assert len(plan) == 6
+    ids = sorted(p.stem for p in (root / "AudioWAV").glob("*.wav"))
+    assert ids == sorted(p.stem for p in (root / "VideoFlash").glob("*.flv"))
+    assert "1001_IEO_NEU_XX" in ids and "1001_IEO_ANG_LO" in ids
+    assert all(1.3 <= c.duration_s <= 5.0 for c in plan)
+
+
+def test_wav_is_16khz_mono_pcm(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    with wave.open(str(root / "AudioWAV" / f"{plan[0].clip_id}.wav")) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        assert wav.getnframes() / 16000 == pytest.approx(plan[0].duration_s, abs=1e-3)
+
+
+def test_flv_is_flv1_480x360_30fps_with_audio(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    path = root / "VideoFlash" / f"{plan[0].clip_id}.flv"
+    cap = cv2.VideoCapture(str(path))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    assert fourcc.upper() == "FLV1"
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (480, 360)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30)
+    cap.release()
+    audio = decode_audio(path, 16000)          # the flv's own audio track, through ffmpeg
+    assert audio.size / 16000 == pytest.approx(plan[0].duration_s, abs=0.1)
+
+
+def test_generation_is_deterministic(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    clip = plan[2]
+    synthetic.write_clip(tmp_path, clip, SYNTH)
+    for sub, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
+        assert sha(tmp_path / sub / f"{clip.clip_id}.{ext}") == sha(root / sub / f"{clip.clip_id}.{ext}")
+    other = tmp_path / "other"
+    synthetic.write_clip(other, clip, {**SYNTH, "seed": 4})
+    assert sha(other / "AudioWAV" / f"{clip.clip_id}.wav") != sha(root / "AudioWAV" / f"{clip.clip_id}.wav")
+
+
+def test_classes_differ_in_both_modalities(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    """At high SNR the audio formant and the object's colour identify the class."""
+    root, plan = clips
+    clean = {**SYNTH, "audio_snr_db": 30.0, "visual_snr_db": 30.0}
+    peaks, hues = [], []
+    for clip in plan:
+        audio = synthetic.render_audio(clip, clean["audio_snr_db"], clean["seed"])
+        spectrum = np.abs(np.fft.rfft(audio))
+        freqs = np.fft.rfftfreq(audio.size, 1 / synthetic.AUDIO_RATE)
+        band = (freqs > 300) & (freqs < 4000)
+        smooth = np.convolve(spectrum[band], np.ones(200) / 200, mode="same")
+        peaks.append(freqs[band][np.argmax(smooth)])
+        frame = next(synthetic.render_frames(clip, clean["visual_snr_db"], clean["seed"]))
+        hsv = cv2.cvtColor(frame[:, :, ::-1], cv2.COLOR_BGR2HSV)
+        saturated = hsv[..., 1] > 150
+        hues.append(np.median(hsv[..., 0][saturated]))
+    order = np.argsort([c.label for c in plan])
+    assert np.all(np.diff(np.array(peaks)[order]) > 0)          # formants rise with the class index
+    assert len(set(np.round(np.array(hues) / 10))) == len(plan)  # one hue per class
+
+
+def test_decode_and_spectrogram_shapes(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    samples = decode_audio(root / "AudioWAV" / f"{plan[0].clip_id}.wav", 22050)
+    assert samples.dtype == np.float32
+    assert samples.size / 22050 == pytest.approx(plan[0].duration_s, abs=0.01)
+    spec = log_spectrogram(fit_duration(samples, 3 * 22050), 512, 353)
+    assert spec.shape == (257, 188)                  # OGM-GE's CREMA-D input size
+    frames = read_frames(root / "VideoFlash" / f"{plan[0].clip_id}.flv", 3, 64)
+    assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8
+    assert not np.array_equal(frames[0], frames[2])  # the object moves
+
+
+def test_corrupt_media_raise_decode_errors(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty"):
+        decode_audio(empty, 22050)
+    garbage = tmp_path / "garbage.flv"
+    garbage.write_bytes(b"FLV" + bytes(range(256)) * 4)
+    with pytest.raises(DecodeError):
+        read_frames(garbage, 3, 32)
+    with pytest.raises(DecodeError):
+        decode_audio(garbage, 22050)
+
+
+def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    raw = tmp_path / "raw"
+    for sub in ("AudioWAV", "VideoFlash"):
+        (raw / sub).mkdir(parents=True)
+        for f in (root / sub).iterdir():
+            (raw / sub / f.name).write_bytes(f.read_bytes())
+    broken = plan[1].clip_id
+    (raw / "AudioWAV" / f"{broken}.wav").write_bytes(b"")       # zero-byte wav
+    manifest = build_manifest("synth_cremad", raw, {"splits": {"seed": 0, "val_fraction": 0.0, "test_fraction": 0.0}})
+    summary = extract_features(manifest, tmp_path / "features", {"extract": EXTRACT}, workers=2)
+    assert (summary["extracted"], summary["quarantined"], summary["shards"]) == (5, 1, 2)
+    quarantine = pd.read_parquet(tmp_path / "features" / "quarantine.parquet")
+    assert quarantine["clip_id"].tolist() == [broken] and "empty" in quarantine["reason"].iloc[0]
+    train = load_split(tmp_path / "features", "train")
+    assert train.spec.shape == (5, 257, 188) and train.spec.dtype == np.float16
+    assert train.frames.shape == (5, 3, 64, 64, 3)
+    # A shard row equals the clip extracted directly.
+    i = train.clip_ids.index(plan[0].clip_id)
+    direct = log_spectrogram(fit_duration(decode_audio(raw / "AudioWAV" / f"{plan[0].clip_id}.wav", 22050), 66150), 512, 353)
+    np.testing.assert_array_equal(train.spec[i], direct.astype(np.float16))
+    # No temporary folder is left beside the output.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -1,0 +1,89 @@
+"""End to end, with the real tools: Snakemake runs the tiny pipeline from media files to the report;
+the analysis finds whichever modality the data makes stronger; DVC runs the same pipeline once."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_project, run, snakemake
+from avbias.config import deep_merge
+
+pytestmark = pytest.mark.slow
+
+RESULTS = "results/tiny"
+
+
+def read_bias(project: Path) -> dict:
+    return json.loads((project / RESULTS / "analysis" / "synth_cremad" / "bias.json").read_text())
+
+
+def assert_dominant(project: Path, modality: str) -> None:
+    bias = read_bias(project)
+    uni = bias["capability"]["unimodal_test_acc"]
+    assert bias["capability"]["stronger"] == modality, uni
+    verdict = bias["dominance"]["baseline"]
+    assert verdict["weight_norm"] == modality, verdict
+    assert verdict["logit_contrib"] == modality, verdict
+    assert verdict["branch_acc"] == modality, verdict
+
+
+def test_pipeline_produces_report_tables_and_metrics(tiny_pipeline: Path) -> None:
+    project = tiny_pipeline
+    for method in ("unimodal_audio", "unimodal_visual", "baseline"):
+        for seed in (0, 1):
+            run_dir = project / RESULTS / "runs" / "synth_cremad" / method / f"seed{seed}"
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            assert metrics["method"] == method and metrics["seed"] == seed
+            assert 0 <= metrics["best_epoch"] < 6
+            assert len(metrics["test"]["per_class_acc"]) == 6
+            assert len(pd.read_csv(run_dir / "curve.csv")) == 6
+    html = (project / RESULTS / "report" / "report.html").read_text()
+    assert html.count("<img") == 4 and html.count("<figcaption>") == 4
+    summary = (project / RESULTS / "summary.md").read_text()
+    assert "### Accuracy" in summary and "### Decision-layer bias" in summary
+    assert "| baseline |" in summary
+    metrics = json.loads((project / RESULTS / "metrics.json").read_text())["synth_cremad"]
+    assert set(metrics) == {"unimodal_audio", "unimodal_visual", "baseline"}
+    assert metrics["baseline"]["weight_share_audio"] + metrics["baseline"]["weight_share_visual"] == pytest.approx(1)
+    # Every rule wrote its log.
+    logs = {p.relative_to(project / "logs" / "tiny").parts[0] for p in (project / "logs" / "tiny").rglob("*.log")}
+    assert logs == {"acquire", "manifest", "extract", "train", "analyse", "report.log"}
+
+
+def test_audio_dominant_data_gives_audio_dominant_measures(tiny_pipeline: Path) -> None:
+    assert_dominant(tiny_pipeline, "audio")
+
+
+def test_second_run_has_nothing_to_do(tiny_pipeline: Path) -> None:
+    proc = snakemake(tiny_pipeline, "all", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_swapped_knobs_make_visual_dominant(tmp_path: Path) -> None:
+    project = make_project(tmp_path, {"synth": {"audio_snr_db": -30.0, "visual_snr_db": 30.0}})
+    snakemake(project, "all")
+    assert_dominant(project, "visual")
+
+
+def test_dvc_repro_runs_every_stage_once_then_is_up_to_date(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    run(["git", "init", "-q"], project)
+    run(["dvc", "init", "-q"], project)
+    run(["dvc", "config", "cache.type", "reflink,copy"], project)
+    run(["avbias", "params", "params.yaml", "tiny.yaml", "--out", "params.yaml"], project)
+    first = run(["dvc", "repro"], project)
+    ran = re.findall(r"Running stage '(\w+)'", first.stdout)
+    assert ran == ["acquire", "manifest", "extract", "train", "analyse", "report"]
+    assert (project / RESULTS / "report" / "report.html").is_file()
+    second = run(["dvc", "repro"], project)
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout
+    status = run(["dvc", "status"], project)
+    assert "up to date" in status.stdout
+    metrics = run(["dvc", "metrics", "show"], project)
+    assert "baseline" in metrics.stdout and "test_acc" in metrics.stdout

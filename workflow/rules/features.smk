@@ -1,0 +1,16 @@
+rule extract:
+    input:
+        f"{DATA}/manifest/{{dataset}}/clips.parquet",
+    output:
+        directory(f"{DATA}/features/{{dataset}}"),
+    params:
+        cfg=stage_params("extract"),
+        manifest=subpath(input[0], parent=True),
+    threads: THREADS["extract_threads"]
+    conda:
+        ENV
+    log:
+        f"{LOGS}/extract/{{dataset}}.log",
+    shell:
+        "avbias extract --params {params.cfg:q} --manifest {params.manifest} --out {output} "
+        "--threads {threads} > {log} 2>&1"
