@@ -14,7 +14,6 @@ from __future__ import annotations
 import subprocess
 import wave
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +24,7 @@ from avbias.data.datasets import CREMAD_EMOTIONS, CREMAD_FIRST_ACTOR, CREMAD_SEN
 from avbias.errors import DataError
 from avbias.ffmpeg import ffmpeg_exe
 from avbias.io import atomic_path
+from avbias.parallel import process_pool
 
 AUDIO_RATE = 16_000                  # CREMA-D AudioWAV: 16 kHz mono 16-bit PCM
 VIDEO_SIZE = (480, 360)              # CREMA-D VideoFlash: FLV1 480x360 at 30 fps
@@ -197,6 +197,6 @@ def generate(root: str | Path, params: dict[str, Any], workers: int = 1) -> list
     """Write the whole dataset under root (AudioWAV/, VideoFlash/); return the clip plan."""
     root = Path(root)
     clips = plan_clips(params)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         list(pool.map(write_clip, [root] * len(clips), clips, [params] * len(clips), chunksize=4))
     return clips

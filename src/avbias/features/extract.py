@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from avbias.features.decode import DecodeError, decode_audio, read_frames
 from avbias.features.shards import MANIFEST, QUARANTINE, write_shard
 from avbias.features.spectrogram import fit_duration, log_spectrogram
 from avbias.io import atomic_dir, atomic_path, write_json
+from avbias.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def extract_features(clips: pd.DataFrame, out_dir: str | Path, params: dict[str,
     manifest_rows: list[dict[str, Any]] = []
     quarantine_rows: list[dict[str, Any]] = []
     shard_size = extract["shard_size"]
-    with atomic_dir(out_dir) as tmp, ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+    with atomic_dir(out_dir) as tmp, process_pool(workers, _init_worker) as pool:
         shard = 0
         for start in range(0, len(clips), shard_size):
             chunk = clips.iloc[start : start + shard_size]

@@ -59,7 +59,7 @@ def load_split(features_dir: str | Path, split: str) -> SplitArrays:
     ordered = rows.sort_values(["shard", "row"])
     return SplitArrays(
         clip_ids=ordered["clip_id"].tolist(),
-        labels=ordered["label"].to_numpy(dtype=np.int64),
+        labels=ordered["label"].to_numpy(dtype=np.int64, copy=True),
         spec=np.concatenate(specs),
         frames=np.concatenate(frames),
     )

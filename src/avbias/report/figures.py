@@ -25,25 +25,34 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def accuracy_bars(a: DatasetAnalysis, path: Path) -> str:
     methods = list(a.runs["method"].unique())
+    modalities_of = dict(zip(a.runs["method"], a.runs["modalities"]))
     series = ["fused", *a.modalities]
     x = np.arange(len(methods))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(methods)), 3.4))
+
+    def measure(method: str, s: str) -> str | None:
+        unimodal = modalities_of[method] if "+" not in modalities_of[method] else None
+        if unimodal:       # a unimodal model's accuracy is drawn in its modality's colour
+            return "test_acc" if s == unimodal else None
+        return "test_acc" if s == "fused" else f"branch_acc_{s}"
+
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.0 * len(methods)), 3.4))
     for i, s in enumerate(series):
-        stats = [a.stat(m, "test_acc" if s == "fused" else f"branch_acc_{s}") for m in methods]
+        stats = [a.stat(m, key) if (key := measure(m, s)) else None for m in methods]
         means = [st[0] * 100 if st else np.nan for st in stats]
         stds = [st[1] * 100 if st else 0 for st in stats]
         ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
-               label="model (fused)" if s == "fused" else f"{s} branch", color=COLOURS.get(s))
-    ax.axhline(100 / len(a.per_class["class"].unique()) if not a.per_class.empty else 0, color="k", lw=0.6, ls=":")
-    ax.set_xticks(x, methods)
+               label="joint model (fused)" if s == "fused" else s, color=COLOURS.get(s))
+    if not a.per_class.empty:
+        ax.axhline(100 / a.per_class["class"].nunique(), color="k", lw=0.6, ls=":")
+    ax.set_xticks(x, [m.replace("_", "\n") for m in methods])
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
-    return (f"{a.dataset}: test accuracy per method (mean ± std over seeds). For joint models, each branch's "
-            "accuracy is its own logits W_m f_m + b/2 through the fused head; unimodal models show the fused bar "
-            "only. Dotted line: chance.")
+    return (f"{a.dataset}: test accuracy per method (mean ± std over seeds). Joint models: the fused prediction and "
+            "each branch's own logits W_m f_m + b/2 through the fused head. Unimodal models: one bar in their "
+            "modality's colour. Dotted line: chance.")
 
 
 def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
@@ -73,7 +82,7 @@ def logit_contributions(a: DatasetAnalysis, path: Path) -> str:
         stats = [a.stat(method, f"logit_contrib_{m}") for method in methods]
         ax.bar(x + (i - 0.5) * 0.4, [s[0] for s in stats], 0.4, yerr=[s[1] for s in stats], capsize=3,
                label=m, color=COLOURS.get(m))
-    ax.set_xticks(x, methods)
+    ax.set_xticks(x, [m.replace("_", "\n") for m in methods])
     ax.set_ylabel("mean |W_m f_m| over test samples, classes")
     ax.legend(fontsize=8)
     _save(fig, path)

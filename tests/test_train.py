@@ -1,0 +1,94 @@
+"""The training loop on small constructed shards: artifacts, determinism, per-modality logits, registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from avbias.features.shards import MANIFEST, write_shard
+from avbias.methods import METHODS, create_method, register
+from avbias.methods.registry import Method
+from avbias.models.fusion import AVClassifier
+from avbias.train import train_run
+
+PARAMS = {
+    "model": {"width": 8, "fusion": "concat"},
+    "train": {"epochs": 3, "batch_size": 8, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+              "weight_decay": 1e-4, "lr_step": 2, "lr_gamma": 0.1, "frames_per_sample": 1, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards whose spectrogram carries the label (a bright row) and whose frames are noise."""
+    out = tmp_path_factory.mktemp("features")
+    rng = np.random.default_rng(0)
+    n = 48
+    labels = np.arange(n) % 6
+    spec = rng.normal(size=(n, 16, 12)).astype(np.float16)
+    spec[np.arange(n), labels * 2, :] += 4
+    frames = rng.integers(0, 255, size=(n, 2, 16, 16, 3), dtype=np.uint8)
+    split = np.array(["train"] * 32 + ["val"] * 8 + ["test"] * 8)
+    rows = []
+    for shard, start in enumerate(range(0, n, 20)):
+        idx = np.arange(start, min(start + 20, n))
+        write_shard(out, shard, spec[idx], frames[idx])
+        rows += [{"clip_id": f"c{i:03d}", "label": int(labels[i]), "split": split[i], "shard": shard,
+                  "row": r, "params_hash": "x"} for r, i in enumerate(idx)]
+    pd.DataFrame(rows).to_parquet(out / MANIFEST, index=False)
+    return out
+
+
+def test_run_writes_artifacts_and_selects_on_validation(tmp_path: Path, features: Path) -> None:
+    metrics = train_run("synth_cremad", "baseline", 0, features, tmp_path, PARAMS)
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics.json", "curve.csv", "outputs.npz", "model.pt"}
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert len(curve) == 3
+    assert metrics["best_epoch"] == int(curve["val_acc"].idxmax())
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["acc"] == metrics["test"]["acc"]
+    with np.load(tmp_path / "outputs.npz") as out:
+        assert out["head_weight"].shape == (6, 128)                 # 2 modalities x (8 x width)
+        for split in ("val", "test"):
+            # Per-modality logits add up to the fused logits.
+            np.testing.assert_allclose(out[f"{split}_logits_audio"] + out[f"{split}_logits_visual"],
+                                       out[f"{split}_logits"], rtol=1e-5, atol=1e-5)
+            assert out[f"{split}_features_audio"].shape == (8, 64)
+        assert list(out["test_clip_ids"]) == [f"c{i:03d}" for i in range(40, 48)]
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path, features: Path) -> None:
+    a = train_run("synth_cremad", "unimodal_audio", 1, features, tmp_path / "a", PARAMS)
+    b = train_run("synth_cremad", "unimodal_audio", 1, features, tmp_path / "b", PARAMS)
+    c = train_run("synth_cremad", "unimodal_audio", 2, features, tmp_path / "c", PARAMS)
+    assert a["val"] == b["val"] and a["test"] == b["test"]
+    assert pd.read_csv(tmp_path / "a" / "curve.csv")["train_loss"].tolist() == \
+        pd.read_csv(tmp_path / "b" / "curve.csv")["train_loss"].tolist()
+    assert pd.read_csv(tmp_path / "a" / "curve.csv")["train_loss"].tolist() != \
+        pd.read_csv(tmp_path / "c" / "curve.csv")["train_loss"].tolist()
+    assert a["modalities"] == ["audio"]
+
+
+def test_registry() -> None:
+    assert {"baseline", "unimodal_audio", "unimodal_visual"} <= set(METHODS)
+    assert create_method("unimodal_visual", PARAMS).modalities == ("visual",)
+    assert create_method("baseline", PARAMS).modalities == ("audio", "visual")
+    with pytest.raises(ValueError, match="registered twice"):
+        register("baseline")(Method)
+    with pytest.raises(KeyError, match="unknown method"):
+        create_method("nope", PARAMS)
+
+
+def test_concat_fusion_exposes_modality_logits() -> None:
+    torch.manual_seed(0)
+    model = AVClassifier(("audio", "visual"), 6, width=8).eval()
+    inputs = {"audio": torch.randn(3, 1, 16, 12), "visual": torch.randn(3, 2, 3, 16, 16)}
+    out = model(inputs)
+    w, b = model.head.fc.weight, model.head.fc.bias
+    torch.testing.assert_close(out.modality_logits["audio"], out.features["audio"] @ w[:, :64].T + b / 2)
+    torch.testing.assert_close(out.modality_logits["visual"], out.features["visual"] @ w[:, 64:].T + b / 2)
+    torch.testing.assert_close(out.logits, torch.cat([out.features["audio"], out.features["visual"]], 1) @ w.T + b)
