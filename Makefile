@@ -39,3 +39,14 @@ lock: install
 
 clean-demo:
 	rm -rf data/demo results/demo logs/demo
+
+# Sharing results with a lab through a DVC remote (README: "Share results with your lab").
+.PHONY: push pull repair
+push: install
+	$(BIN)/avbias push
+
+pull: install
+	$(BIN)/avbias pull
+
+repair: install
+	$(BIN)/avbias repair

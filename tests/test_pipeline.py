@@ -1,17 +1,15 @@
-"""End to end, with the real tools: Snakemake runs the tiny pipeline from media files to the report;
-the analysis finds whichever modality the data makes stronger; DVC runs the same pipeline once."""
+"""End to end, with the real tools: Snakemake runs the tiny pipeline from media files to the report, and
+the analysis finds whichever modality the data makes stronger. DVC: tests/test_dvc.py."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import make_project, run, snakemake
-from avbias.config import deep_merge
+from conftest import make_project, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -68,22 +66,3 @@ def test_swapped_knobs_make_visual_dominant(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"synth": {"audio_snr_db": -30.0, "visual_snr_db": 30.0}})
     snakemake(project, "all")
     assert_dominant(project, "visual")
-
-
-def test_dvc_repro_runs_every_stage_once_then_is_up_to_date(tmp_path: Path) -> None:
-    project = make_project(tmp_path)
-    run(["git", "init", "-q"], project)
-    run(["dvc", "init", "-q"], project)
-    run(["dvc", "config", "cache.type", "reflink,copy"], project)
-    run(["avbias", "params", "params.yaml", "tiny.yaml", "--out", "params.yaml"], project)
-    first = run(["dvc", "repro"], project)
-    ran = re.findall(r"Running stage '(\w+)'", first.stdout)
-    assert ran == ["acquire", "manifest", "extract", "train", "analyse", "report"]
-    assert (project / RESULTS / "report" / "report.html").is_file()
-    second = run(["dvc", "repro"], project)
-    assert "Running stage" not in second.stdout
-    assert "up to date" in second.stdout
-    status = run(["dvc", "status"], project)
-    assert "up to date" in status.stdout
-    metrics = run(["dvc", "metrics", "show"], project)
-    assert "baseline" in metrics.stdout and "test_acc" in metrics.stdout

@@ -68,6 +68,30 @@ def cmd_params(args: argparse.Namespace, _: dict[str, Any]) -> None:
         sys.stdout.write(text)
 
 
+def cmd_push(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.share import push
+
+    push(args.remote, args.run_cache)
+
+
+def cmd_pull(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.share import pull
+
+    pull(args.configfile, args.remote, args.run_cache)
+
+
+def cmd_repair(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.share import repair
+
+    repair(args.configfile, args.targets)
+
+
+def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.share import prune_stale_runs
+
+    prune_stale_runs(args.params_file, args.runs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avbias", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -112,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--summary", required=True, help="summary.md path")
     p.add_argument("--metrics", required=True, help="metrics.json path (DVC metrics)")
+
+    def sharing(name: str, func: Callable[..., None], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func, stage=None)
+        return p
+
+    p = sharing("push", cmd_push, "dvc push the artifacts of a clean workspace to the DVC remote")
+    p.add_argument("--remote", help="DVC remote name (default: the configured default remote)")
+    p.add_argument("--run-cache", action="store_true", help="also push DVC's run cache")
+    p = sharing("pull", cmd_pull, "dvc pull, check dvc status is clean, make Snakemake agree (no job reruns)")
+    p.add_argument("--remote", help="DVC remote name (default: the configured default remote)")
+    p.add_argument("--run-cache", action="store_true", help="also pull DVC's run cache")
+    p.add_argument("--configfile", nargs="*", default=[], help="Snakemake config files (default: params.yaml)")
+    p = sharing("repair", cmd_repair, "restore modified or missing artifacts from the DVC cache, then sync Snakemake")
+    p.add_argument("targets", nargs="*", help="paths or stages to restore (default: all)")
+    p.add_argument("--configfile", nargs="*", default=[], help="Snakemake config files (default: params.yaml)")
+    p = sharing("prune-runs", cmd_prune_runs, "delete runs trained with other model/train params (DVC train stage)")
+    p.add_argument("--params-file", default="params.yaml")
+    p.add_argument("--runs", required=True, help="the runs folder, e.g. results/runs")
 
     p = sub.add_parser("params", help="merge and validate parameter files; print or write the result")
     p.add_argument("files", nargs="+", help="params.yaml, then overrides (later ones win)")

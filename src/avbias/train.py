@@ -181,6 +181,7 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         "dataset": dataset, "method": method_name, "seed": seed, "modalities": list(method.modalities),
         "classes": list(classes), "best_epoch": best[1], "epochs": cfg["epochs"],
         "val": val, "test": test,
+        "params": {"model": model_cfg, "train": cfg},   # what this run was trained with (see share.prune_stale_runs)
     }
     _write_outputs(out_dir, model, outputs, splits, metrics, curve)
     return metrics

@@ -39,6 +39,13 @@ def metrics_for_dvc(a: DatasetAnalysis) -> dict[str, Any]:
     return out
 
 
+def write_plot_data(a: DatasetAnalysis, out_dir: Path) -> None:
+    """Validation accuracy per epoch, one column per method (mean over seeds): the DVC plot's data."""
+    wide = a.curves.groupby(["epoch", "method"])["val_acc"].mean().unstack("method").reset_index()
+    with atomic_path(out_dir / "plots" / f"val_acc_{a.dataset}.csv") as tmp:
+        wide.to_csv(tmp, index=False, float_format="%.6g")
+
+
 def build_report(analysis_dirs: list[Path], out_dir: Path, summary_md: Path, metrics_json: Path, params: dict[str, Any]) -> None:
     title = params["report"]["title"]
     analyses = [DatasetAnalysis.load(d) for d in analysis_dirs]
@@ -49,6 +56,7 @@ def build_report(analysis_dirs: list[Path], out_dir: Path, summary_md: Path, met
         for name, table in (("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a))):
             body.append(f"<h3>{name}</h3>" + table.to_html(index=False, border=0, escape=True))
             md.append(f"### {name}\n\n{markdown(table)}")
+        write_plot_data(a, out_dir)
         for name, draw in FIGURES.items():
             path = out_dir / "figures" / f"{a.dataset}_{name}.png"
             caption = draw(a, path)

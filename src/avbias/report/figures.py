@@ -23,6 +23,17 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def _modality_bars(ax: plt.Axes, labels: list[str], values: dict[str, tuple[list[float], list[float]]], ylabel: str) -> None:
+    """Side-by-side bars, one colour per modality: values[m] = (means, stds) over the labels."""
+    x = np.arange(len(labels))
+    width = 0.8 / len(values)
+    for i, (m, (means, stds)) in enumerate(values.items()):
+        ax.bar(x + (i - (len(values) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=m, color=COLOURS.get(m))
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
 def accuracy_bars(a: DatasetAnalysis, path: Path) -> str:
     methods = list(a.runs["method"].unique())
     modalities_of = dict(zip(a.runs["method"], a.runs["modalities"]))
@@ -60,15 +71,10 @@ def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.2), squeeze=False)
     for ax, method in zip(axes[0], methods):
         rows = a.per_class[a.per_class["method"] == method].groupby("class", sort=False)
-        classes = list(rows.groups)
-        x = np.arange(len(classes))
-        for i, m in enumerate(a.modalities):
-            mean, std = rows[f"weight_norm_{m}"].mean(), rows[f"weight_norm_{m}"].std().fillna(0)
-            ax.bar(x + (i - 0.5) * 0.4, mean.to_numpy(), 0.4, yerr=std.to_numpy(), capsize=2, label=m, color=COLOURS.get(m))
-        ax.set_xticks(x, classes, fontsize=8)
+        values = {m: (rows[f"weight_norm_{m}"].mean().tolist(), rows[f"weight_norm_{m}"].std().fillna(0).tolist())
+                  for m in a.modalities}
+        _modality_bars(ax, list(rows.groups), values, "‖W_m,c‖ (L2 of class row)")
         ax.set_title(method)
-        ax.set_ylabel("‖W_m,c‖ (L2 of class row)")
-        ax.legend(fontsize=8)
     _save(fig, path)
     return (f"{a.dataset}: L2 norm of each class's row of the decision weights, split into the audio and visual "
             "blocks (mean ± std over seeds).")
@@ -76,15 +82,12 @@ def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
 
 def logit_contributions(a: DatasetAnalysis, path: Path) -> str:
     methods = list(a.bias["dominance"])
-    x = np.arange(len(methods))
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(methods)), 3.2))
-    for i, m in enumerate(a.modalities):
-        stats = [a.stat(method, f"logit_contrib_{m}") for method in methods]
-        ax.bar(x + (i - 0.5) * 0.4, [s[0] for s in stats], 0.4, yerr=[s[1] for s in stats], capsize=3,
-               label=m, color=COLOURS.get(m))
-    ax.set_xticks(x, [m.replace("_", "\n") for m in methods])
-    ax.set_ylabel("mean |W_m f_m| over test samples, classes")
-    ax.legend(fontsize=8)
+    values = {}
+    for m in a.modalities:
+        stats = [a.stat(method, f"logit_contrib_{m}") or (np.nan, 0.0) for method in methods]
+        values[m] = ([st[0] for st in stats], [st[1] for st in stats])
+    _modality_bars(ax, [m.replace("_", "\n") for m in methods], values, "mean |W_m f_m| over test samples, classes")
     _save(fig, path)
     return (f"{a.dataset}: how far each modality moves the logits: mean absolute contribution W_m f_m over test "
             "samples and classes (mean ± std over seeds).")

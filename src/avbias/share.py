@@ -1,0 +1,115 @@
+"""Sharing results through a DVC remote, and keeping Snakemake in agreement with DVC.
+
+DVC restores files in arbitrary order and with fresh mtimes, and a fresh clone has no Snakemake
+metadata, so Snakemake would want to rerun jobs whose outputs DVC just restored. Once `dvc status`
+is clean (every artifact matches dvc.lock), `snakemake --touch` re-stamps the outputs in DAG order and
+records Snakemake's metadata (params, code), after which both tools agree there is nothing to do, and
+later parameter changes are seen by both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+from avbias.config import load_params, stage_params
+from avbias.errors import AvbiasError
+from avbias.io import read_json
+
+log = logging.getLogger(__name__)
+
+
+class ShareError(AvbiasError):
+    pass
+
+
+def _run(cmd: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
+    log.info("$ %s", " ".join(cmd))
+    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ShareError(f"{what} failed ({' '.join(cmd)}):\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
+    return proc
+
+
+def dvc_status() -> dict[str, Any]:
+    """`dvc status --json`: {} when every stage and artifact matches dvc.lock."""
+    out = _run(["dvc", "status", "--json"], "dvc status").stdout.strip()
+    return json.loads(out) if out else {}
+
+
+def describe_status(status: dict[str, Any]) -> str:
+    lines = []
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else [changes]:
+            lines.append(f"  {stage}: {json.dumps(change, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def snakemake_args(configfiles: Sequence[str]) -> list[str]:
+    return ["--configfile", *configfiles] if configfiles else []
+
+
+def sync_snakemake(configfiles: Sequence[str]) -> None:
+    """Require a clean `dvc status`, then re-stamp Snakemake's view; touch nothing otherwise."""
+    status = dvc_status()
+    if status:
+        raise ShareError(
+            "dvc status is not clean, so Snakemake's timestamps were left alone. What differs:\n"
+            f"{describe_status(status)}\n"
+            "Restore tracked artifacts with `avbias repair` (dvc checkout --force), or run `dvc repro` "
+            "if you changed code or params on purpose."
+        )
+    _run(["snakemake", "all", "--touch", "--cores", "1", *snakemake_args(configfiles)], "snakemake --touch")
+    dry = _run(["snakemake", "all", "-n", *snakemake_args(configfiles)], "snakemake -n")
+    if "Nothing to be done" not in dry.stdout + dry.stderr:
+        raise ShareError(f"after --touch Snakemake still wants to run jobs:\n{dry.stdout[-3000:]}")
+    log.info("dvc status is clean and snakemake has nothing to do")
+
+
+def pull(configfiles: Sequence[str], remote: str | None = None, run_cache: bool = False) -> None:
+    cmd = ["dvc", "pull", *(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])]
+    _run(cmd, "dvc pull")
+    sync_snakemake(configfiles)
+
+
+def push(remote: str | None = None, run_cache: bool = False) -> None:
+    status = dvc_status()
+    if status:
+        raise ShareError(f"dvc status is not clean; run `dvc repro` before pushing. What differs:\n{describe_status(status)}")
+    _run(["dvc", "push", *(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])], "dvc push")
+    if shutil.which("git"):
+        dirty = subprocess.run(["git", "status", "--porcelain", "dvc.lock", "params.yaml"], capture_output=True, text=True).stdout
+        if dirty.strip():
+            log.warning("dvc.lock or params.yaml has uncommitted changes: commit and push them with git so "
+                        "teammates can pull these artifacts")
+
+
+def repair(configfiles: Sequence[str], targets: Sequence[str] = ()) -> None:
+    """Restore tracked artifacts from the DVC cache (or remote), then re-stamp Snakemake's view."""
+    status = subprocess.run(["dvc", "checkout", "--force", *targets], capture_output=True, text=True)
+    if status.returncode != 0:
+        log.info("some artifacts are not in the local cache; fetching them from the remote")
+        _run(["dvc", "pull", "--force", *targets], "dvc pull --force")
+    sync_snakemake(configfiles)
+
+
+def prune_stale_runs(params_file: str, runs_root: str | Path) -> list[Path]:
+    """Delete runs trained with other model/train params than params_file's, so Snakemake retrains them.
+
+    Snakemake's own params trigger needs its metadata, which a fresh clone or a `dvc exp run --temp`
+    workspace does not have; each run records the params it was trained with in metrics.json.
+    """
+    current = stage_params(load_params(params_file), "train")
+    stale = []
+    for metrics_path in sorted(Path(runs_root).glob("*/*/seed*/metrics.json")):
+        recorded = read_json(metrics_path).get("params")
+        if recorded != current:
+            stale.append(metrics_path.parent)
+            shutil.rmtree(metrics_path.parent)
+    if stale:
+        log.info("removed %d runs trained with other params: %s", len(stale), [str(p) for p in stale])
+    return stale
