@@ -53,16 +53,19 @@ def snakemake_args(configfiles: Sequence[str]) -> list[str]:
     return ["--configfile", *configfiles] if configfiles else []
 
 
+def not_clean(status: dict[str, Any], context: str) -> ShareError:
+    return ShareError(
+        f"dvc status is not clean, so {context}. What differs:\n{describe_status(status)}\n"
+        "Restore tracked artifacts with `avbias repair` (dvc checkout --force), or run `dvc repro` "
+        "if you changed code or params on purpose."
+    )
+
+
 def sync_snakemake(configfiles: Sequence[str]) -> None:
     """Require a clean `dvc status`, then re-stamp Snakemake's view; touch nothing otherwise."""
     status = dvc_status()
     if status:
-        raise ShareError(
-            "dvc status is not clean, so Snakemake's timestamps were left alone. What differs:\n"
-            f"{describe_status(status)}\n"
-            "Restore tracked artifacts with `avbias repair` (dvc checkout --force), or run `dvc repro` "
-            "if you changed code or params on purpose."
-        )
+        raise not_clean(status, "Snakemake's timestamps were left alone")
     _run(["snakemake", "all", "--touch", "--cores", "1", *snakemake_args(configfiles)], "snakemake --touch")
     dry = _run(["snakemake", "all", "-n", *snakemake_args(configfiles)], "snakemake -n")
     if "Nothing to be done" not in dry.stdout + dry.stderr:
@@ -72,14 +75,20 @@ def sync_snakemake(configfiles: Sequence[str]) -> None:
 
 def pull(configfiles: Sequence[str], remote: str | None = None, run_cache: bool = False) -> None:
     cmd = ["dvc", "pull", *(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])]
-    _run(cmd, "dvc pull")
+    try:
+        _run(cmd, "dvc pull")
+    except ShareError as exc:
+        status = dvc_status()
+        if status:     # DVC refuses to overwrite modified outputs: say which, and what to do
+            raise not_clean(status, f"nothing was overwritten ({exc})") from None
+        raise
     sync_snakemake(configfiles)
 
 
 def push(remote: str | None = None, run_cache: bool = False) -> None:
     status = dvc_status()
     if status:
-        raise ShareError(f"dvc status is not clean; run `dvc repro` before pushing. What differs:\n{describe_status(status)}")
+        raise not_clean(status, "nothing was pushed")
     _run(["dvc", "push", *(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])], "dvc push")
     if shutil.which("git"):
         dirty = subprocess.run(["git", "status", "--porcelain", "dvc.lock", "params.yaml"], capture_output=True, text=True).stdout
