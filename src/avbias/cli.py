@@ -63,7 +63,10 @@ def cmd_params(args: argparse.Namespace, _: dict[str, Any]) -> None:
     params = load_params(*args.files)
     text = "# Merged from: " + ", ".join(args.files) + "\n" + yaml.safe_dump(params, sort_keys=False)
     if args.out:
-        Path(args.out).write_text(text)
+        from avbias.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
     else:
         sys.stdout.write(text)
 

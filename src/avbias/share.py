@@ -99,8 +99,8 @@ def push(remote: str | None = None, run_cache: bool = False) -> None:
 
 def repair(configfiles: Sequence[str], targets: Sequence[str] = ()) -> None:
     """Restore tracked artifacts from the DVC cache (or remote), then re-stamp Snakemake's view."""
-    status = subprocess.run(["dvc", "checkout", "--force", *targets], capture_output=True, text=True)
-    if status.returncode != 0:
+    checkout = subprocess.run(["dvc", "checkout", "--force", *targets], capture_output=True, text=True)
+    if checkout.returncode != 0:
         log.info("some artifacts are not in the local cache; fetching them from the remote")
         _run(["dvc", "pull", "--force", *targets], "dvc pull --force")
     sync_snakemake(configfiles)
