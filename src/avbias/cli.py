@@ -140,17 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="summary.md path")
     p.add_argument("--metrics", required=True, help="metrics.json path (DVC metrics)")
 
-    def sharing(name: str, func: Callable[..., None], help_text: str) -> argparse.ArgumentParser:
+    def sharing(name: str, func: Callable[..., None], help_text: str, remote: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=func, stage=None)
+        if remote:
+            p.add_argument("--remote", help="DVC remote name (default: the configured default remote)")
+            p.add_argument("--run-cache", action="store_true", help="also transfer DVC's run cache")
         return p
 
-    p = sharing("push", cmd_push, "dvc push the artifacts of a clean workspace to the DVC remote")
-    p.add_argument("--remote", help="DVC remote name (default: the configured default remote)")
-    p.add_argument("--run-cache", action="store_true", help="also push DVC's run cache")
-    p = sharing("pull", cmd_pull, "dvc pull, check dvc status is clean, make Snakemake agree (no job reruns)")
-    p.add_argument("--remote", help="DVC remote name (default: the configured default remote)")
-    p.add_argument("--run-cache", action="store_true", help="also pull DVC's run cache")
+    sharing("push", cmd_push, "dvc push the artifacts of a clean workspace to the DVC remote", remote=True)
+    p = sharing("pull", cmd_pull, "dvc pull, check dvc status is clean, make Snakemake agree (no job reruns)", remote=True)
     p.add_argument("--configfile", nargs="*", default=[], help="Snakemake config files (default: params.yaml)")
     p = sharing("repair", cmd_repair, "restore modified or missing artifacts from the DVC cache, then sync Snakemake")
     p.add_argument("targets", nargs="*", help="paths or stages to restore (default: all)")

@@ -49,6 +49,11 @@ def describe_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def remote_args(remote: str | None, run_cache: bool) -> list[str]:
+    """Options shared by `dvc push` and `dvc pull`."""
+    return [*(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])]
+
+
 def snakemake_args(configfiles: Sequence[str]) -> list[str]:
     return ["--configfile", *configfiles] if configfiles else []
 
@@ -74,9 +79,8 @@ def sync_snakemake(configfiles: Sequence[str]) -> None:
 
 
 def pull(configfiles: Sequence[str], remote: str | None = None, run_cache: bool = False) -> None:
-    cmd = ["dvc", "pull", *(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])]
     try:
-        _run(cmd, "dvc pull")
+        _run(["dvc", "pull", *remote_args(remote, run_cache)], "dvc pull")
     except ShareError as exc:
         status = dvc_status()
         if status:     # DVC refuses to overwrite modified outputs: say which, and what to do
@@ -89,7 +93,7 @@ def push(remote: str | None = None, run_cache: bool = False) -> None:
     status = dvc_status()
     if status:
         raise not_clean(status, "nothing was pushed")
-    _run(["dvc", "push", *(["--remote", remote] if remote else []), *(["--run-cache"] if run_cache else [])], "dvc push")
+    _run(["dvc", "push", *remote_args(remote, run_cache)], "dvc push")
     if shutil.which("git"):
         dirty = subprocess.run(["git", "status", "--porcelain", "dvc.lock", "params.yaml"], capture_output=True, text=True).stdout
         if dirty.strip():

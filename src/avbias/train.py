@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
+from avbias.config import stage_params
 from avbias.data.datasets import DATASETS
 from avbias.features.shards import SplitArrays, load_split
 from avbias.io import atomic_path, write_json
@@ -181,7 +182,7 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         "dataset": dataset, "method": method_name, "seed": seed, "modalities": list(method.modalities),
         "classes": list(classes), "best_epoch": best[1], "epochs": cfg["epochs"],
         "val": val, "test": test,
-        "params": {"model": model_cfg, "train": cfg},   # what this run was trained with (see share.prune_stale_runs)
+        "params": stage_params(params, "train"),   # what this run was trained with (see share.prune_stale_runs)
     }
     _write_outputs(out_dir, model, outputs, splits, metrics, curve)
     return metrics
