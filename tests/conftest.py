@@ -23,6 +23,7 @@ TINY: dict[str, Any] = {
     "run": {"datasets": ["synth_cremad"], "methods": ["unimodal_audio", "unimodal_visual", "baseline"], "seeds": [0, 1]},
     # Audio clearly stronger: audio at 0 dB is learned, visual at -10 dB is near chance (docs/synthetic.md).
     "synth": {"num_actors": 4, "num_sentences": 4, "audio_snr_db": 0.0, "visual_snr_db": -10.0},
+    "splits": {"scheme": "random"},
     "extract": {"duration_s": 1.0, "num_frames": 2, "frame_size": 32, "shard_size": 32},
     "model": {"width": 8},
     "train": {"epochs": 15, "batch_size": 16, "lr": 0.05, "lr_step": 12},

@@ -16,7 +16,7 @@ from conftest import REPO, make_project, run
 def test_shipped_params_and_demo_validate() -> None:
     params = load_params(REPO / "params.yaml")
     demo = load_params(REPO / "params.yaml", REPO / "config" / "demo.yaml")
-    assert params["run"]["datasets"] == ["cremad"]
+    assert params["run"]["datasets"] == ["cremad", "kinetics_sounds"]
     assert demo["run"]["datasets"] == ["synth_cremad"]
     assert demo["train"]["momentum"] == params["train"]["momentum"]     # untouched keys survive the merge
 
@@ -28,6 +28,9 @@ def test_shipped_params_and_demo_validate() -> None:
         ({"train": {"learning_rate": 0.1}}, "train"),                 # unknown key
         ({"synth": {"audio_snr_db": 500}}, "synth.audio_snr_db"),
         ({"run": {"seeds": []}}, "run.seeds"),
+        ({"acquire": {"cremad": {"base_url": "media.example.org/x"}}}, "acquire.cremad.base_url"),
+        ({"acquire": {"kinetics_sounds": {"source": "torrent"}}}, "acquire.kinetics_sounds.source"),
+        ({"splits": {"scheme": "by_colour"}}, "splits.scheme"),
     ],
 )
 def test_bad_params_are_rejected_naming_the_key(tmp_path: Path, override: dict, key: str) -> None:
@@ -37,6 +40,13 @@ def test_bad_params_are_rejected_naming_the_key(tmp_path: Path, override: dict, 
         load_params(REPO / "params.yaml", bad)
     assert f"  {key}:" in str(err.value)
     assert "bad.yaml" in str(err.value)
+
+
+def test_local_source_needs_a_root(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"acquire": {"cremad": {"source": "local"}}}))
+    with pytest.raises(ParamsError, match="acquire.cremad.local_root must name a folder"):
+        load_params(REPO / "params.yaml", bad)
 
 
 def test_unknown_method_and_dataset_are_rejected(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Synthetic media in CREMA-D's formats, decoded by real ffmpeg and OpenCV; extraction into shards."""
+"""Synthetic media in CREMA-D's and Kinetics' formats, decoded by real ffmpeg and OpenCV; extraction into shards."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import pandas as pd
 import pytest
 
 from avbias.data import synthetic
-from avbias.data.manifest import build_manifest
+from avbias.data import cremad, kinetics_sounds
+from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.features.decode import DecodeError, decode_audio, read_frames
 from avbias.features.extract import extract_features
 from avbias.features.shards import load_split
 from avbias.features.spectrogram import fit_duration, log_spectrogram
 
 SYNTH = {"seed": 3, "num_actors": 1, "num_sentences": 1, "audio_snr_db": 0.0, "visual_snr_db": 0.0,
-         "min_duration_s": 1.3, "max_duration_s": 5.0}
+         "min_duration_s": 1.3, "max_duration_s": 5.0,
+         "ks": {"num_classes": 2, "clips_per_class": {"train": 1, "val": 1, "test": 1}, "duration_s": 10.0}}
 EXTRACT = {"sample_rate": 22050, "duration_s": 3.0, "n_fft": 512, "hop_length": 353, "num_frames": 3,
            "frame_size": 64, "spec_dtype": "float16", "shard_size": 4}
 
@@ -63,14 +65,32 @@ def test_flv_is_flv1_480x360_30fps_with_audio(clips: tuple[Path, list[synthetic.
     assert audio.size / 16000 == pytest.approx(plan[0].duration_s, abs=0.1)
 
 
+def test_kinetics_layout_is_cvdf_named_h264_aac_10s(tmp_path: Path) -> None:
+    plan = synthetic.generate(tmp_path, SYNTH, "kinetics", workers=2)
+    assert len(plan) == 6
+    classes, split = kinetics_sounds.load_split(str(tmp_path / synthetic.SPLIT_FILE))
+    assert classes == ["blowing_nose", "blowing_out_candles"]                  # the real KS class names
+    assert sorted(split["official_split"]) == ["test", "test", "train", "train", "val", "val"]
+    videos = sorted(tmp_path.rglob("*.mp4"))
+    assert {v.parent.name for v in videos} == {"train", "val"} and len(videos) == 6
+    assert all(kinetics_sounds.video_key(v.name) for v in videos)            # <ytid>_<start:06d>_<end:06d>.mp4
+    assert set(kinetics_sounds.index_tree(tmp_path)) == set(zip(split["ytid"], split["start"]))
+    cap = cv2.VideoCapture(str(videos[0]))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    assert fourcc.lower() in ("avc1", "h264")
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, abs=0.1)
+    cap.release()
+    assert decode_audio(videos[0], 16000).size / 16000 == pytest.approx(10.0, abs=0.1)   # the AAC track
+
+
 def test_generation_is_deterministic(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
     root, plan = clips
     clip = plan[2]
-    synthetic.write_clip(tmp_path, clip, SYNTH)
+    synthetic.write_cremad_clip(tmp_path, clip, SYNTH)
     for sub, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
         assert sha(tmp_path / sub / f"{clip.clip_id}.{ext}") == sha(root / sub / f"{clip.clip_id}.{ext}")
     other = tmp_path / "other"
-    synthetic.write_clip(other, clip, {**SYNTH, "seed": 4})
+    synthetic.write_cremad_clip(other, clip, {**SYNTH, "seed": 4})
     assert sha(other / "AudioWAV" / f"{clip.clip_id}.wav") != sha(root / "AudioWAV" / f"{clip.clip_id}.wav")
 
 
@@ -130,8 +150,9 @@ def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: 
             (raw / sub / f.name).write_bytes(f.read_bytes())
     broken = plan[1].clip_id
     (raw / "AudioWAV" / f"{broken}.wav").write_bytes(b"")       # zero-byte wav
-    manifest = build_manifest("synth_cremad", raw, {"splits": {"seed": 0, "val_fraction": 0.0, "test_fraction": 0.0}})
-    summary = extract_features(manifest, tmp_path / "features", {"extract": EXTRACT}, workers=2)
+    manifest = cremad.clips_table(raw, [c.clip_id for c in plan])
+    manifest = manifest.assign(label=[CREMAD_EMOTIONS.index(n) for n in manifest["label_name"]], split="train")
+    summary = extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "features", {"extract": EXTRACT}, workers=2)
     assert (summary["extracted"], summary["quarantined"], summary["shards"]) == (5, 1, 2)
     quarantine = pd.read_parquet(tmp_path / "features" / "quarantine.parquet")
     assert quarantine["clip_id"].tolist() == [broken] and "empty" in quarantine["reason"].iloc[0]

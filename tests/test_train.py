@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from avbias.features.shards import MANIFEST, write_shard
+from avbias.io import write_json
 from avbias.methods import METHODS, create_method, register
 from avbias.methods.registry import Method
 from avbias.models.fusion import AVClassifier
@@ -41,6 +42,7 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows += [{"clip_id": f"c{i:03d}", "label": int(labels[i]), "split": split[i], "shard": shard,
                   "row": r, "params_hash": "x"} for r, i in enumerate(idx)]
     pd.DataFrame(rows).to_parquet(out / MANIFEST, index=False)
+    write_json(out / "extract.json", {"classes": [f"class{c}" for c in range(6)]})   # class names travel with the data
     return out
 
 

@@ -15,16 +15,35 @@ log = logging.getLogger("avbias")
 
 
 def cmd_acquire(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.data.download import DownloadPolicy
     from avbias.data.sources import acquire
 
-    acquire(args.dataset, Path(args.out), params, workers=args.threads)
+    policy = DownloadPolicy(connections=args.threads, retries=args.retries, timeout_s=args.timeout,
+                            backoff_s=args.backoff)
+    acquire(args.dataset, Path(args.out), Path(args.store), params, policy)
+
+
+def cmd_synth(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.data import mirror, synthetic
+
+    params = load_params(*args.config)["synth"]
+    out = Path(args.out)
+    if args.layout == "mirror":
+        layout = mirror.write_mirror(out, params, args.threads)
+        import yaml
+
+        print("# Serve the folder (e.g. python -m http.server -d OUT 8000), then use these acquire params:")
+        print(yaml.safe_dump({"acquire": mirror.acquire_overrides(layout, out.resolve(), "http://127.0.0.1:8000")}))
+    else:
+        clips = synthetic.generate(out, params, args.layout, args.threads)
+        log.info("wrote %d synthetic clips to %s", len(clips), out)
 
 
 def cmd_manifest(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from avbias.data.manifest import build_manifest, write_manifest
 
-    clips = build_manifest(args.dataset, args.raw, params)
-    write_manifest(clips, args.out)
+    clips, classes = build_manifest(args.dataset, args.raw, params)
+    write_manifest(clips, classes, args.out)
     log.info("manifest: %s", clips.groupby("split").size().to_dict())
 
 
@@ -33,8 +52,11 @@ def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
     from avbias.features.extract import extract_features
 
+    from avbias.io import read_json
+
     clips = pd.read_parquet(Path(args.manifest) / "clips.parquet")
-    summary = extract_features(clips, args.out, params, workers=args.threads)
+    classes = read_json(Path(args.manifest) / "classes.json")
+    summary = extract_features(clips, classes, args.out, params, workers=args.threads)
     log.info("extract: %d clips, %d quarantined, %d shards", summary["extracted"], summary["quarantined"], summary["shards"])
 
 
@@ -106,10 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func, stage=name)
         return p
 
-    p = stage("acquire", cmd_acquire, "write or fetch a dataset's raw media")
+    p = stage("acquire", cmd_acquire, "fetch, verify or generate a dataset's media and index its clips")
     p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="index folder (data/raw/<dataset>)")
+    p.add_argument("--store", required=True, help="where downloads live and resume (data/sources/<dataset>)")
+    p.add_argument("--threads", type=int, default=1, help="parallel connections / encoder processes")
+    p.add_argument("--retries", type=int, default=5, help="download attempts after the first, per file")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a download attempt fails")
+    p.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry (doubles each time)")
+
+    p = sub.add_parser("synth", help="write a synthetic dataset, or a synthetic mirror of the download sources")
+    p.add_argument("--config", nargs="+", default=["params.yaml"], help="params.yaml and overrides (the synth group)")
+    p.add_argument("--layout", choices=["cremad", "kinetics", "mirror"], required=True,
+                   help="cremad: AudioWAV/ + VideoFlash/; kinetics: CVDF-named mp4s; mirror: both sources' URL layout")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_synth, stage=None)
 
     p = stage("manifest", cmd_manifest, "clip manifest and splits")
     p.add_argument("--dataset", required=True)

@@ -89,6 +89,10 @@ def check_names(params: dict[str, Any], source: str = "params") -> None:
     for name in params["run"]["methods"]:
         if name not in METHODS:
             raise ParamsError(f"{source}: run.methods: unknown method {name!r}; registered: {sorted(METHODS)}")
+    for dataset in ("cremad", "kinetics_sounds"):
+        cfg = params["acquire"][dataset]
+        if dataset in params["run"]["datasets"] and cfg["source"] == "local" and not cfg["local_root"]:
+            raise ParamsError(f"{source}: acquire.{dataset}.local_root must name a folder when acquire.{dataset}.source is local")
     synth = params["synth"]
     if synth["min_duration_s"] > synth["max_duration_s"]:
         raise ParamsError(f"{source}: synth.min_duration_s must not exceed synth.max_duration_s")

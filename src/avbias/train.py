@@ -18,9 +18,8 @@ import torch
 
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
 from avbias.config import stage_params
-from avbias.data.datasets import DATASETS
 from avbias.features.shards import SplitArrays, load_split
-from avbias.io import atomic_path, write_json
+from avbias.io import atomic_path, read_json, write_json
 from avbias.methods import create_method
 from avbias.models.fusion import AVClassifier
 
@@ -131,7 +130,7 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(cfg["device"])
-    classes = DATASETS[dataset].classes
+    classes = read_json(Path(features_dir) / "extract.json")["classes"]
     method = create_method(method_name, params)
     splits = {s: SplitTensors.from_arrays(load_split(features_dir, s), device) for s in ("train", "val", "test")}
 

@@ -3,14 +3,21 @@ rule acquire:
         directory(f"{DATA}/raw/{{dataset}}"),
     params:
         cfg=stage_params("acquire"),
+        # Downloads live outside the rule's output, so a failed run keeps them and the next one resumes.
+        store=f"{DATA}/sources/{{dataset}}",
     threads: THREADS["acquire_threads"]
+    # Resources, not params: how patient a download is changes no result, so it triggers no rerun.
+    resources:
+        download_retries=THREADS["download_retries"],
+        download_timeout_s=THREADS["download_timeout_s"],
     conda:
         ENV
     log:
         f"{LOGS}/acquire/{{dataset}}.log",
     shell:
         "avbias acquire --params {params.cfg:q} --dataset {wildcards.dataset} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "--store {params.store} --threads {threads} --retries {resources.download_retries} --timeout {resources.download_timeout_s} "
+        "> {log} 2>&1"
 
 
 rule manifest:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from avbias.data.datasets import DATASETS, DatasetSpec, cremad_label
-from avbias.data.splits import stratified_split
+from avbias.data.splits import assign_splits
 from avbias.errors import DataError
-from avbias.io import atomic_path
+from avbias.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["clip_id", "label", "label_name", "group", "split", "audio_path", "video_path"]
+SPLITS = ("train", "val", "test")
 
 
 def _portable(path: Path) -> str:
@@ -24,49 +27,34 @@ def _portable(path: Path) -> str:
         return str(path)
 
 
-def scan_cremad_layout(root: Path, spec: DatasetSpec) -> pd.DataFrame:
-    """Clips with both AudioWAV/<id>.wav and VideoFlash/<id>.flv present."""
-    audio = {p.stem: p for p in (root / "AudioWAV").glob("*.wav")}
-    video = {p.stem: p for p in (root / "VideoFlash").glob("*.flv")}
-    if not audio and not video:
-        raise DataError(f"{root}: no AudioWAV/*.wav or VideoFlash/*.flv found; is this a CREMA-D folder?")
-    unpaired = sorted(set(audio) ^ set(video))
-    if unpaired:
-        raise DataError(
-            f"{root}: {len(unpaired)} clips lack their audio or video file, e.g. {unpaired[:5]}; "
-            "re-run the acquire stage to complete the dataset"
-        )
-    rows = []
-    for clip_id in sorted(audio):
-        name = cremad_label(clip_id)
-        rows.append(
-            {
-                "clip_id": clip_id,
-                "label": spec.classes.index(name),
-                "label_name": name,
-                "group": clip_id.split("_")[0],
-                "audio_path": _portable(audio[clip_id]),
-                "video_path": _portable(video[clip_id]),
-            }
-        )
-    return pd.DataFrame(rows)
+def build_manifest(dataset: str, raw_dir: str | Path, params: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    """(clips with their split, class names) from the acquire stage's index in raw_dir."""
+    raw_dir = Path(raw_dir)
+    try:
+        classes = read_json(raw_dir / "acquire.json")["classes"]
+        clips = pd.read_csv(raw_dir / "clips.csv", dtype={"group": str, "official_split": object})
+    except FileNotFoundError as exc:
+        raise DataError(f"{raw_dir}: {Path(exc.filename).name} missing; re-run the acquire stage") from None
+    unknown = sorted(set(clips["label_name"]) - set(classes))
+    if unknown:
+        raise DataError(f"{raw_dir}/clips.csv: labels {unknown} are not among the dataset's classes")
+    clips["label"] = [classes.index(name) for name in clips["label_name"]]
+    for column in ("audio_path", "video_path"):
+        clips[column] = [_portable(raw_dir / p) for p in clips[column]]
+    clips["split"] = assign_splits(clips, params["splits"], dataset).to_numpy()
+    clips = clips[clips["split"].notna()]
+    missing = [s for s in SPLITS if not (clips["split"] == s).any()]
+    if missing:
+        raise DataError(f"{dataset}: no clips in the {missing} split(s) with splits.scheme={params['splits']['scheme']}")
+    return clips[MANIFEST_COLUMNS].reset_index(drop=True), classes
 
 
-def build_manifest(dataset: str, raw_dir: str | Path, params: dict[str, Any]) -> pd.DataFrame:
-    spec = DATASETS[dataset]
-    clips = scan_cremad_layout(Path(raw_dir), spec)
-    splits = params["splits"]
-    clips["split"] = stratified_split(
-        clips.set_index("clip_id")["label"], splits["test_fraction"], splits["val_fraction"], splits["seed"]
-    ).to_numpy()
-    return clips[MANIFEST_COLUMNS]
-
-
-def write_manifest(clips: pd.DataFrame, out_dir: str | Path) -> None:
+def write_manifest(clips: pd.DataFrame, classes: list[str], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "clips.parquet") as tmp:
         clips.to_parquet(tmp, index=False)
-    for split in ("train", "val", "test"):
+    write_json(out_dir / "classes.json", classes)
+    for split in SPLITS:
         ids = clips.loc[clips["split"] == split, "clip_id"]
         with atomic_path(out_dir / f"{split}.txt") as tmp:
             tmp.write_text("".join(f"{i}\n" for i in ids))

@@ -1,28 +1,135 @@
-"""The acquire stage: where each dataset's raw media come from."""
+"""The acquire stage: fetch, verify or generate a dataset's media, and index its clips.
+
+The stage's output folder (data/raw/<dataset>) holds the index, not necessarily the media:
+  clips.csv      clip_id, label_name, group, official_split, audio_path, video_path (relative to this folder,
+                 or absolute when outside the working tree)
+  acquire.json   source, classes, counts, excluded clips, coverage, download counts
+  data_report.md the same, for people
+Downloaded media live in a store beside it (data/sources/<dataset>), outside any rule's outputs, so a failed
+or interrupted run keeps them and the next run resumes; a local checkout is used in place.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from avbias.data import synthetic
-from avbias.data.datasets import DATASETS
+import pandas as pd
+
+from avbias.data import cremad, kinetics_sounds, synthetic
+from avbias.data.datasets import CREMAD_EMOTIONS, DATASETS, DatasetSpec
+from avbias.data.download import DownloadPolicy
 from avbias.errors import DataError
-from avbias.io import atomic_dir
+from avbias.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
+CLIP_COLUMNS = ["clip_id", "label_name", "group", "official_split", "audio_path", "video_path"]
 
-def acquire(dataset: str, out_dir: Path, params: dict[str, Any], workers: int = 1) -> None:
-    spec = DATASETS[dataset]
+
+def _local_root(params: dict[str, Any], dataset: str) -> Path:
+    root = params["local_root"]
+    if not root or not Path(root).is_dir():
+        raise DataError(f"acquire.{dataset}.local_root={root!r} is not a folder; point it at your copy of the dataset")
+    return Path(root)
+
+
+def _acquire_cremad(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str, Any],
+                    policy: DownloadPolicy) -> tuple[pd.DataFrame, dict[str, Any]]:
     if spec.synthetic:
-        with atomic_dir(out_dir) as tmp:
-            clips = synthetic.generate(tmp, params["synth"], workers=workers)
-        log.info("wrote %d synthetic clips to %s", len(clips), out_dir)
-        return
-    source = params["acquire"][dataset]["source"]
-    raise DataError(
-        f"acquire.{dataset}.source={source!r}: acquisition of the real {dataset} media is not available in "
-        "this version of avbias; run the demo (config/demo.yaml) on the synthetic dataset instead"
-    )
+        clips = synthetic.generate(tmp, params["synth"], "cremad", policy.connections)
+        return cremad.clips_table(tmp, [c.clip_id for c in clips]), {"source": "synthetic"}
+    cfg = params["acquire"]["cremad"]
+    if cfg["source"] == "download":
+        root, info = store, cremad.download(store, cfg, policy)
+    else:
+        root = _local_root(cfg, "cremad")
+        info = cremad.verify_local(root, store, cfg)
+    table, excluded = cremad.index_clips(root, cfg["manifest"], cfg["exclude_defective"])
+    for name in cremad.METADATA_FILES:          # small tables the analysis reads (human votes per modality)
+        if (root / name).is_file():
+            (tmp / "metadata").mkdir(exist_ok=True)
+            shutil.copy(root / name, tmp / "metadata" / Path(name).name)
+    known_defective = sorted(set(cremad.DEFECTIVE_CLIPS) & set(table["clip_id"]))
+    return table, {"source": cfg["source"], "media_root": str(root), **info,
+                   "excluded_defective": excluded, "kept_defective": known_defective}
+
+
+def _acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str, Any],
+                      policy: DownloadPolicy) -> tuple[pd.DataFrame, dict[str, Any]]:
+    cfg = params["acquire"]["kinetics_sounds"]
+    info: dict[str, Any] = {}
+    if spec.synthetic:
+        synthetic.generate(tmp, params["synth"], "kinetics", policy.connections)
+        split_file, tree, source = str(tmp / synthetic.SPLIT_FILE), tmp, "synthetic"
+    else:
+        split_file, source = cfg["split_file"], cfg["source"]
+        if source == "local":
+            tree = _local_root(cfg, "kinetics_sounds")
+        else:
+            tree = store / "videos"
+            _, ids = kinetics_sounds.load_split(split_file)
+            have = kinetics_sounds.index_tree(tree) if tree.is_dir() else {}
+            missing = ids[[k not in have for k in zip(ids["ytid"], ids["start"])]]
+            if len(missing) and source == "cvdf":
+                info = kinetics_sounds.fetch_cvdf(store, cfg, policy, set(zip(missing["ytid"], missing["start"])))
+            elif len(missing):
+                info = kinetics_sounds.fetch_yt_dlp(store, missing, policy)
+    classes, ids = kinetics_sounds.load_split(split_file)
+    matched = kinetics_sounds.match_clips(ids, kinetics_sounds.index_tree(tree))
+    coverage = kinetics_sounds.check_coverage(matched, cfg["min_coverage"], store / "missing_ids.txt", str(tree))
+    kinetics_sounds.coverage_table(matched).to_csv(tmp / "coverage.csv", index=False)
+    shutil.copy(store / "missing_ids.txt", tmp / "missing_ids.txt")
+    found = matched[matched["path"].notna()]
+    table = pd.DataFrame({"clip_id": found["clip_id"], "label_name": found["label_name"], "group": found["ytid"],
+                          "official_split": found["official_split"], "audio_path": found["path"],
+                          "video_path": found["path"]})
+    return table, {"source": source, "media_root": str(tree), "classes": classes, "coverage": coverage, **info}
+
+
+def _relative(path: str, folder: Path) -> str:
+    """Paths inside the working tree are stored relative to the index folder, so the index moves with it."""
+    absolute = Path(path).resolve()
+    if absolute.is_relative_to(Path.cwd().resolve()):
+        return os.path.relpath(absolute, folder.resolve())
+    return str(absolute)
+
+
+def data_report(dataset: str, info: dict[str, Any]) -> str:
+    lines = [f"# Data report: {dataset}", "", f"- source: {info['source']}", f"- clips indexed: {info['clips']}",
+             f"- classes: {len(info['classes'])}"]
+    if "media_root" in info:
+        lines.append(f"- media: {info['media_root']}")
+    if "excluded_defective" in info:
+        lines.append(f"- known defective clips excluded (acquire.cremad.exclude_defective): "
+                     f"{', '.join(info['excluded_defective']) or 'none'}")
+        lines.append(f"- known defective clips kept: {', '.join(info['kept_defective']) or 'none'}")
+    if "coverage" in info:
+        cov = info["coverage"]
+        lines.append(f"- coverage: {cov['found']} of {cov['total']} split ids ({cov['coverage']:.1%}); per split: "
+                     + ", ".join(f"{k} {v:.1%}" for k, v in cov["per_split"].items())
+                     + "; per class: coverage.csv; missing ids: missing_ids.txt")
+    return "\n".join(lines) + "\n"
+
+
+def acquire(dataset: str, out_dir: str | Path, store: str | Path, params: dict[str, Any], policy: DownloadPolicy) -> dict[str, Any]:
+    """Write data/raw/<dataset> (atomically): the clip index and the acquisition report."""
+    spec = DATASETS[dataset]
+    out_dir, store = Path(out_dir), Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out_dir) as tmp:
+        fetch = _acquire_cremad if spec.family == "cremad" else _acquire_kinetics
+        table, info = fetch(spec, tmp, store, params, policy)
+        if table.empty:
+            raise DataError(f"{dataset}: no clips found; see {store}")
+        for column in ("audio_path", "video_path"):
+            table[column] = [_relative(p, tmp) for p in table[column]]
+        info = {"dataset": dataset, "classes": list(CREMAD_EMOTIONS), **info, "clips": len(table)}
+        table[CLIP_COLUMNS].sort_values("clip_id").to_csv(tmp / "clips.csv", index=False)
+        write_json(tmp / "acquire.json", info)
+        (tmp / "data_report.md").write_text(data_report(dataset, info))
+    log.info("%s: %d clips indexed from %s", dataset, len(table), info["source"])
+    return info

@@ -1,4 +1,4 @@
-"""A synthetic audio-visual dataset in CREMA-D's exact layout and codecs.
+"""Synthetic audio-visual datasets in the real datasets' exact layouts and codecs.
 
 Each clip carries its class in both modalities, at a strength set per modality in dB:
 - audio: a harmonic voice whose spectral envelope peaks at a class-specific formant, over a
@@ -7,11 +7,15 @@ Each clip carries its class in both modalities, at a strength set per modality i
   colour-noise field.
 The class signal's power over the noise's power is `audio_snr_db` / `visual_snr_db`, so either modality
 can be made the dominant one. Everything is deterministic given the seed and the clip id.
+
+Layouts: CREMA-D (`AudioWAV/*.wav` + `VideoFlash/*.flv`) and Kinetics (`<split>/<ytid>_<start>_<end>.mp4`,
+H.264 + AAC, 10 s, clip ids and classes taken from the real Kinetics-Sounds split).
 """
 
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import wave
 import zlib
 from dataclasses import dataclass
@@ -26,21 +30,44 @@ from avbias.ffmpeg import ffmpeg_exe
 from avbias.io import atomic_path
 from avbias.parallel import process_pool
 
-AUDIO_RATE = 16_000                  # CREMA-D AudioWAV: 16 kHz mono 16-bit PCM
-VIDEO_SIZE = (480, 360)              # CREMA-D VideoFlash: FLV1 480x360 at 30 fps
-VIDEO_FPS = 30
-FORMANTS_HZ = (500.0, 850.0, 1300.0, 1850.0, 2500.0, 3300.0)   # one per class
+AUDIO_RATE = 16_000                  # rate the waveform is rendered at (CREMA-D AudioWAV: 16 kHz mono PCM)
+FORMANTS_HZ = (500.0, 850.0, 1300.0, 1850.0, 2500.0, 3300.0)   # CREMA-D's 6 classes (calibrated)
 FORMANT_BANDWIDTH_HZ = 180.0
-CLASS_HUES = np.linspace(0.0, 1.0, len(CREMAD_EMOTIONS), endpoint=False)
 NOISE_GRID = (9, 12)                 # coarse grid of the smooth visual noise field (rows, cols)
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    size: tuple[int, int]            # width, height
+    fps: int
+    codec_args: tuple[str, ...]      # ffmpeg output options: codecs and container
+    suffix: str
+
+
+# CREMA-D VideoFlash: FLV1 480x360 at 30 fps with an AAC track.
+CREMAD_VIDEO = VideoFormat((480, 360), 30, ("-c:v", "flv1", "-q:v", "5", "-c:a", "aac", "-b:a", "64k",
+                                           "-ar", "22050", "-f", "flv"), ".flv")
+# Kinetics (CVDF): H.264 + AAC in mp4; real clips vary in size, 340x256 at 25-30 fps is common.
+KINETICS_VIDEO = VideoFormat((320, 240), 25, ("-c:v", "libx264", "-preset", "veryfast", "-crf", "30",
+                                              "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-ar", "44100",
+                                              "-f", "mp4"), ".mp4")
+
+
+def class_formant(label: int, num_classes: int) -> float:
+    """Formant frequency of a class: CREMA-D's calibrated table, else log-spaced over the voice band."""
+    if num_classes == len(FORMANTS_HZ):
+        return FORMANTS_HZ[label]
+    return float(np.geomspace(450.0, 3500.0, num_classes)[label])
 
 
 @dataclass(frozen=True)
 class SynthClip:
     clip_id: str
     label: int
-    actor: int
+    actor: int                       # nuisance index: background tint and voice pitch
     duration_s: float
+    num_classes: int = len(CREMAD_EMOTIONS)
+    video_path: str = ""             # Kinetics layout: the video's path relative to the dataset root
 
 
 def clip_rng(seed: int, clip_id: str) -> np.random.Generator:
@@ -76,7 +103,7 @@ def render_audio(clip: SynthClip, snr_db: float, seed: int) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.02 * np.sin(2 * np.pi * 5.0 * t))) / AUDIO_RATE
     syllables = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3.0, 5.0) * t + rng.uniform(0, 2 * np.pi)) ** 2
     harmonics = np.arange(1, int(7000 // f0) + 1)
-    formant = FORMANTS_HZ[clip.label] * rng.uniform(0.97, 1.03)
+    formant = class_formant(clip.label, clip.num_classes) * rng.uniform(0.97, 1.03)
     class_amp = np.exp(-0.5 * ((harmonics * f0 - formant) / FORMANT_BANDWIDTH_HZ) ** 2)
     voice_amp = 0.3 / np.sqrt(harmonics)            # class-independent voice with spectral tilt
     partials = np.sin(np.outer(phase, harmonics) + rng.uniform(0, 2 * np.pi, harmonics.size))
@@ -122,19 +149,20 @@ def _smooth_field(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     return field / field.std()
 
 
-def render_frames(clip: SynthClip, snr_db: float, seed: int) -> Iterator[np.ndarray]:
-    """RGB uint8 frames (H, W, 3) at VIDEO_FPS."""
+def render_frames(clip: SynthClip, snr_db: float, seed: int, fmt: VideoFormat = CREMAD_VIDEO) -> Iterator[np.ndarray]:
+    """RGB uint8 frames (H, W, 3) at fmt.fps."""
     rng = clip_rng(seed, clip.clip_id + "/video")
-    width, height = VIDEO_SIZE
-    n = int(round(clip.duration_s * VIDEO_FPS))
+    width, height = fmt.size
+    scale = height / CREMAD_VIDEO.size[1]               # object size relative to the frame, as in CREMA-D
+    n = int(round(clip.duration_s * fmt.fps))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     contrast = 90.0                                     # object colour amplitude (grey levels)
     noise_std = contrast / 10 ** (snr_db / 20)
     tint = _hsv_to_rgb((clip.actor * 0.37) % 1.0, 0.25, 0.5) * 255   # actor nuisance
-    colour = _hsv_to_rgb(CLASS_HUES[clip.label] + rng.uniform(-0.03, 0.03), 0.9, 1.0)
+    colour = _hsv_to_rgb(clip.label / clip.num_classes + rng.uniform(-0.03, 0.03), 0.9, 1.0)
     start_field = (tint + noise_std * _smooth_field(rng, height, width)).astype(np.float32)
     drift = (noise_std * (_smooth_field(rng, height, width) - _smooth_field(rng, height, width)) / 2).astype(np.float32)
-    radius = rng.uniform(40, 60)
+    radius = rng.uniform(40, 60) * scale
     start = rng.uniform([radius, radius], [width - radius, height - radius])
     end = rng.uniform([radius, radius], [width - radius, height - radius])
     paint = (contrast * (colour - 0.5) * 2).astype(np.float32)
@@ -160,16 +188,14 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = AUDIO_RATE) -> None:
             wav.writeframes((samples * 32767).astype("<i2").tobytes())
 
 
-def write_flv(path: Path, frames: Iterator[np.ndarray], wav_path: Path) -> None:
-    """FLV1 video with an AAC audio track, encoded bit-exactly so the bytes depend only on the input."""
-    width, height = VIDEO_SIZE
+def write_video(path: Path, frames: Iterator[np.ndarray], audio_path: Path, fmt: VideoFormat) -> None:
+    """Video with an audio track, encoded bit-exactly so the bytes depend only on the input."""
+    width, height = fmt.size
     cmd = [
         ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(VIDEO_FPS), "-i", "pipe:0",
-        "-i", str(wav_path),
-        "-map", "0:v", "-map", "1:a", "-c:v", "flv1", "-q:v", "5", "-c:a", "aac", "-b:a", "64k", "-ar", "22050",
-        "-threads", "1", "-fflags", "+bitexact", "-flags", "+bitexact", "-map_metadata", "-1",
-        "-shortest", "-f", "flv",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fmt.fps), "-i", "pipe:0",
+        "-i", str(audio_path), "-map", "0:v", "-map", "1:a", *fmt.codec_args,
+        "-threads", "1", "-fflags", "+bitexact", "-flags", "+bitexact", "-map_metadata", "-1", "-shortest",
     ]
     with atomic_path(path) as tmp:
         proc = subprocess.Popen([*cmd, str(tmp)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -185,18 +211,69 @@ def write_flv(path: Path, frames: Iterator[np.ndarray], wav_path: Path) -> None:
             raise DataError(f"{path}: ffmpeg failed to encode the clip: {stderr.strip()[-500:]}")
 
 
-def write_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> str:
+def write_cremad_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> str:
     wav_path = root / "AudioWAV" / f"{clip.clip_id}.wav"
     flv_path = root / "VideoFlash" / f"{clip.clip_id}.flv"
     write_wav(wav_path, render_audio(clip, params["audio_snr_db"], params["seed"]))
-    write_flv(flv_path, render_frames(clip, params["visual_snr_db"], params["seed"]), wav_path)
+    write_video(flv_path, render_frames(clip, params["visual_snr_db"], params["seed"]), wav_path, CREMAD_VIDEO)
     return clip.clip_id
 
 
-def generate(root: str | Path, params: dict[str, Any], workers: int = 1) -> list[SynthClip]:
-    """Write the whole dataset under root (AudioWAV/, VideoFlash/); return the clip plan."""
+def plan_kinetics_clips(params: dict[str, Any]) -> tuple[list[str], list[SynthClip], dict[str, Any]]:
+    """Real Kinetics-Sounds ids (first ids of each class and split): (classes, clips, split JSON)."""
+    from avbias.data import kinetics_sounds as ks
+
+    all_classes, ids = ks.load_split(None)
+    cfg = params["ks"]
+    classes = all_classes[: cfg["num_classes"]]
+    subsets = {v: k for k, v in ks.OFFICIAL_SPLITS.items()}
+    clips, database = [], {}
+    for label, name in enumerate(classes):
+        for split, count in cfg["clips_per_class"].items():
+            chosen = ids[(ids["label_name"] == name) & (ids["official_split"] == split)].sort_values("clip_id")
+            for row in chosen.head(count).itertuples(index=False):
+                # CVDF keeps the training clips in train/; the others come from K400's val/.
+                folder = "train" if split == "train" else "val"
+                nuisance = zlib.crc32(row.ytid.encode()) % 24
+                clips.append(SynthClip(row.clip_id, label, nuisance, cfg["duration_s"], len(classes),
+                                       f"{folder}/{ks.video_file_name(row.clip_id)}"))
+                database[row.clip_id] = {"subset": subsets[split], "label": name}
+    return classes, clips, {"labels": classes, "database": database}
+
+
+def write_kinetics_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> str:
+    video = root / clip.video_path
+    video.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=video.parent, prefix=".audio-") as tmp:
+        wav_path = Path(tmp) / "audio.wav"
+        write_wav(wav_path, render_audio(clip, params["audio_snr_db"], params["seed"]))
+        frames = render_frames(clip, params["visual_snr_db"], params["seed"], KINETICS_VIDEO)
+        write_video(video, frames, wav_path, KINETICS_VIDEO)
+    return clip.clip_id
+
+
+SPLIT_FILE = "ks_split.json"           # written at the root of a synthetic Kinetics tree
+
+
+def generate(root: str | Path, params: dict[str, Any], layout: str = "cremad", workers: int = 1) -> list[SynthClip]:
+    """Write a whole dataset under root in the given layout; return the clip plan.
+
+    cremad: AudioWAV/, VideoFlash/. kinetics: train/ and val/ holding `<ytid>_<start>_<end>.mp4`, plus
+    ks_split.json (the literature split's format, restricted to the synthetic clips).
+    """
+    import json
+
     root = Path(root)
-    clips = plan_clips(params)
+    if layout == "cremad":
+        clips, write = plan_clips(params), write_cremad_clip
+    elif layout == "kinetics":
+        _, clips, split = plan_kinetics_clips(params)
+        write = write_kinetics_clip
+        root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(root / SPLIT_FILE) as tmp:
+            tmp.write_text(json.dumps(split, indent=1))
+    else:
+        raise DataError(f"unknown synthetic layout {layout!r}: cremad or kinetics")
     with process_pool(workers) as pool:
-        list(pool.map(write_clip, [root] * len(clips), clips, [params] * len(clips), chunksize=4))
+        list(pool.map(write, [root] * len(clips), clips, [params] * len(clips), chunksize=2))
     return clips

@@ -46,7 +46,8 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def extract_features(clips: pd.DataFrame, out_dir: str | Path, params: dict[str, Any], workers: int = 1) -> dict[str, Any]:
+def extract_features(clips: pd.DataFrame, classes: list[str], out_dir: str | Path, params: dict[str, Any],
+                     workers: int = 1) -> dict[str, Any]:
     """Write shards, manifest.parquet and quarantine.parquet into out_dir (replaced atomically)."""
     extract = params["extract"]
     digest = params_hash(extract)
@@ -84,6 +85,6 @@ def extract_features(clips: pd.DataFrame, out_dir: str | Path, params: dict[str,
         with atomic_path(tmp / QUARANTINE) as path:
             pd.DataFrame(quarantine_rows, columns=["clip_id", "split", "reason"]).to_parquet(path, index=False)
         summary = {"clips": len(clips), "extracted": len(manifest_rows), "quarantined": len(quarantine_rows),
-                   "shards": shard, "params_hash": digest, "params": extract}
+                   "shards": shard, "params_hash": digest, "params": extract, "classes": classes}
         write_json(tmp / "extract.json", summary)
     return summary
