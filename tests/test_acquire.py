@@ -166,6 +166,7 @@ def test_pipeline_from_loopback_mirror_to_report(mirror, tmp_path: Path) -> None
         snakemake(project, "all")
         summary = (project / "results/tiny/summary.md").read_text()
         assert "cremad" in summary and "kinetics_sounds" in summary
+        assert "30 / 30 (100.0%)" in summary and "known defective clips excluded" in summary   # the data section
         metrics = json.loads((project / "results/tiny/metrics.json").read_text())
         assert set(metrics) == {"cremad", "kinetics_sounds"}
         manifest = pd.read_parquet(project / "data/tiny/manifest/kinetics_sounds/clips.parquet")

@@ -44,6 +44,7 @@ def test_pipeline_produces_report_tables_and_metrics(tiny_pipeline: Path) -> Non
     assert html.count("<img") == 4 and html.count("<figcaption>") == 4
     summary = (project / RESULTS / "summary.md").read_text()
     assert "### Accuracy" in summary and "### Decision-layer bias" in summary
+    assert "### Data" in summary and "clips quarantined (undecodable)" in summary
     assert "| baseline |" in summary
     metrics = json.loads((project / RESULTS / "metrics.json").read_text())["synth_cremad"]
     assert set(metrics) == {"unimodal_audio", "unimodal_visual", "baseline"}

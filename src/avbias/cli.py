@@ -76,7 +76,8 @@ def cmd_analyse(args: argparse.Namespace, params: dict[str, Any]) -> None:
 def cmd_report(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from avbias.report.build import build_report
 
-    build_report([Path(p) for p in args.analysis], Path(args.out), Path(args.summary), Path(args.metrics), params)
+    build_report([Path(p) for p in args.analysis], [Path(p) for p in args.raw], [Path(p) for p in args.features],
+                 Path(args.out), Path(args.summary), Path(args.metrics), params)
 
 
 def cmd_params(args: argparse.Namespace, _: dict[str, Any]) -> None:
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("report", cmd_report, "figures, report.html and summary.md")
     p.add_argument("--analysis", nargs="+", required=True, help="analysis folders, one per dataset")
+    p.add_argument("--raw", nargs="+", required=True, help="acquire folders (data/raw/<dataset>), same order")
+    p.add_argument("--features", nargs="+", required=True, help="feature folders (data/features/<dataset>), same order")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--summary", required=True, help="summary.md path")
     p.add_argument("--metrics", required=True, help="metrics.json path (DVC metrics)")

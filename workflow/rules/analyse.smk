@@ -22,7 +22,10 @@ rule analyse:
 
 rule report:
     input:
-        expand(f"{RESULTS}/analysis/{{dataset}}/bias.json", dataset=DATASETS),
+        bias=expand(f"{RESULTS}/analysis/{{dataset}}/bias.json", dataset=DATASETS),
+        # The data section: what was acquired (raw/acquire.json) and what could be decoded (extract.json).
+        raw=expand(f"{DATA}/raw/{{dataset}}", dataset=DATASETS),
+        features=expand(f"{DATA}/features/{{dataset}}", dataset=DATASETS),
     output:
         html=f"{RESULTS}/report/report.html",
         figures=directory(f"{RESULTS}/report/figures"),
@@ -30,12 +33,13 @@ rule report:
         metrics=f"{RESULTS}/metrics.json",
     params:
         cfg=stage_params("report"),
-        analysis=lambda wildcards, input: [subpath(p, parent=True) for p in input],
+        analysis=lambda wildcards, input: [subpath(p, parent=True) for p in input.bias],
         out=subpath(output.html, parent=True),
     conda:
         ENV
     log:
         f"{LOGS}/report.log",
     shell:
-        "avbias report --params {params.cfg:q} --analysis {params.analysis} --out {params.out} "
+        "avbias report --params {params.cfg:q} --analysis {params.analysis} --raw {input.raw} "
+        "--features {input.features} --out {params.out} "
         "--summary {output.summary} --metrics {output.metrics} > {log} 2>&1"

@@ -7,9 +7,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-from avbias.io import atomic_path, write_json
+from avbias.io import atomic_path, read_json, write_json
 from avbias.report.figures import FIGURES
-from avbias.report.tables import DatasetAnalysis, accuracy_table, bias_table, markdown
+from avbias.report.tables import DatasetAnalysis, accuracy_table, bias_table, data_table, markdown
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -46,14 +46,16 @@ def write_plot_data(a: DatasetAnalysis, out_dir: Path) -> None:
         wide.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def build_report(analysis_dirs: list[Path], out_dir: Path, summary_md: Path, metrics_json: Path, params: dict[str, Any]) -> None:
+def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: list[Path], out_dir: Path,
+                 summary_md: Path, metrics_json: Path, params: dict[str, Any]) -> None:
     title = params["report"]["title"]
     analyses = [DatasetAnalysis.load(d) for d in analysis_dirs]
     body, md = [f"<h1>{html.escape(title)}</h1>"], [f"# {title}\n"]
-    for a in analyses:
+    for a, raw, features in zip(analyses, raw_dirs, feature_dirs, strict=True):
         body.append(f"<h2>{html.escape(a.dataset)}</h2><p>{verdict_text(a)}</p>")
         md.append(f"## {a.dataset}\n")
-        for name, table in (("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a))):
+        data = data_table(read_json(raw / "acquire.json"), read_json(features / "extract.json"))
+        for name, table in (("Data", data), ("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a))):
             body.append(f"<h3>{name}</h3>" + table.to_html(index=False, border=0, escape=True))
             md.append(f"### {name}\n\n{markdown(table)}")
         write_plot_data(a, out_dir)

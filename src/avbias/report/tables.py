@@ -83,3 +83,18 @@ def markdown(frame: pd.DataFrame) -> str:
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+def data_table(acquired: dict[str, Any], extracted: dict[str, Any]) -> pd.DataFrame:
+    """Where a dataset's clips came from and how many reached training (acquire.json, extract.json)."""
+    rows = [("source", acquired["source"]), ("clips indexed", acquired["clips"]), ("classes", len(acquired["classes"]))]
+    if "coverage" in acquired:
+        cov = acquired["coverage"]
+        rows.append(("coverage of the literature split",
+                     f"{cov['found']} / {cov['total']} ({cov['coverage']:.1%}); missing ids: raw/missing_ids.txt"))
+    if "excluded_defective" in acquired:
+        rows.append(("known defective clips excluded", ", ".join(acquired["excluded_defective"]) or "none"))
+        rows.append(("known defective clips kept", ", ".join(acquired["kept_defective"]) or "none"))
+    rows += [("clips in the splits", extracted["clips"]), ("clips extracted", extracted["extracted"]),
+             ("clips quarantined (undecodable)", extracted["quarantined"])]
+    return pd.DataFrame(rows, columns=["", "value"]).astype(str)
