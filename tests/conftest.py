@@ -24,7 +24,8 @@ TINY: dict[str, Any] = {
     # Audio clearly stronger: audio at 0 dB is learned, visual at -10 dB is near chance (docs/synthetic.md).
     "synth": {"num_actors": 4, "num_sentences": 4, "audio_snr_db": 0.0, "visual_snr_db": -10.0},
     "splits": {"scheme": "random"},
-    "extract": {"duration_s": 1.0, "num_frames": 2, "frame_size": 32, "shard_size": 32},
+    "extract": {"cremad": {"duration_s": 1.0, "num_frames": 2}, "frame_size": 32, "shard_size": 32,
+                "kinetics_sounds": {"duration_s": 2.0, "target_frames": 200, "num_frames": 2}},
     "model": {"width": 8},
     "train": {"epochs": 15, "batch_size": 16, "lr": 0.05, "lr_step": 12},
     "resources": {"acquire_threads": 2, "extract_threads": 2, "train_threads": 1},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 import wave
 from pathlib import Path
 
@@ -14,16 +16,23 @@ import pytest
 from avbias.data import synthetic
 from avbias.data import cremad, kinetics_sounds
 from avbias.data.datasets import CREMAD_EMOTIONS
+from avbias.errors import DataError
 from avbias.features.decode import DecodeError, decode_audio, read_frames
-from avbias.features.extract import extract_features
+from avbias.ffmpeg import ffmpeg_exe
+from avbias.features.extract import extract_clip, extract_features, recipe_for
 from avbias.features.shards import load_split
 from avbias.features.spectrogram import fit_duration, log_spectrogram
 
 SYNTH = {"seed": 3, "num_actors": 1, "num_sentences": 1, "audio_snr_db": 0.0, "visual_snr_db": 0.0,
          "min_duration_s": 1.3, "max_duration_s": 5.0,
          "ks": {"num_classes": 2, "clips_per_class": {"train": 1, "val": 1, "test": 1}, "duration_s": 10.0}}
-EXTRACT = {"sample_rate": 22050, "duration_s": 3.0, "n_fft": 512, "hop_length": 353, "num_frames": 3,
-           "frame_size": 64, "spec_dtype": "float16", "shard_size": 4}
+EXTRACT = {
+    "cremad": {"audio": "stft", "sample_rate": 22050, "duration_s": 3.0, "n_fft": 512, "hop_length": 353, "num_frames": 3},
+    "kinetics_sounds": {"audio": "fbank", "sample_rate": 16000, "duration_s": 10.0, "num_mel_bins": 128,
+                        "frame_shift_ms": 10, "target_frames": 1024, "norm_mean": -4.503877, "norm_std": 5.141276,
+                        "num_frames": 3},
+    "frame_size": 64, "spec_dtype": "float16", "shard_size": 4, "min_audio_s": 0.5, "max_quarantined_fraction": 0.5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +90,16 @@ def test_kinetics_layout_is_cvdf_named_h264_aac_10s(tmp_path: Path) -> None:
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, abs=0.1)
     cap.release()
     assert decode_audio(videos[0], 16000).size / 16000 == pytest.approx(10.0, abs=0.1)   # the AAC track
+    # Kinetics-Sounds' recipe: Kaldi fbank 128 x 1024, 3 frames.
+    recipe = recipe_for("synth_ks", EXTRACT)
+    spec, frames = extract_clip(str(videos[0]), str(videos[0]), recipe)
+    assert spec.shape == (128, 1024) and spec.dtype == np.float16 and frames.shape == (3, 64, 64, 3)
+    assert abs(float(spec[:, :900].astype(np.float32).mean())) < 2                # normalised
+    silent = tmp_path / "no_audio.mp4"                                            # an mp4 without audio stream
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(videos[0]), "-an", "-c:v", "copy",
+                    str(silent)], check=True)
+    reason = extract_clip(str(silent), str(silent), recipe)
+    assert isinstance(reason, str) and "audio" in reason, reason
 
 
 def test_generation_is_deterministic(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
@@ -144,21 +163,33 @@ def test_corrupt_media_raise_decode_errors(tmp_path: Path, clips: tuple[Path, li
 def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
     root, plan = clips
     raw = tmp_path / "raw"
-    for sub in ("AudioWAV", "VideoFlash"):
-        (raw / sub).mkdir(parents=True)
-        for f in (root / sub).iterdir():
-            (raw / sub / f.name).write_bytes(f.read_bytes())
-    broken = plan[1].clip_id
-    (raw / "AudioWAV" / f"{broken}.wav").write_bytes(b"")       # zero-byte wav
+    shutil.copytree(root, raw)
+    broken = {c.clip_id: reason for c, reason in zip(plan[1:4], ("empty", "truncated", "min_audio_s"))}
+    zero, truncated, short = broken
+    (raw / "AudioWAV" / f"{zero}.wav").write_bytes(b"")                             # zero-byte wav
+    flv = raw / "VideoFlash" / f"{truncated}.flv"
+    flv.write_bytes(flv.read_bytes()[: flv.stat().st_size // 3])                    # truncated flv
+    synthetic.write_wav(raw / "AudioWAV" / f"{short}.wav", np.zeros(3200, np.float32))   # 0.2 s: wrong duration
     manifest = cremad.clips_table(raw, [c.clip_id for c in plan])
     manifest = manifest.assign(label=[CREMAD_EMOTIONS.index(n) for n in manifest["label_name"]], split="train")
-    summary = extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "features", {"extract": EXTRACT}, workers=2)
-    assert (summary["extracted"], summary["quarantined"], summary["shards"]) == (5, 1, 2)
-    quarantine = pd.read_parquet(tmp_path / "features" / "quarantine.parquet")
-    assert quarantine["clip_id"].tolist() == [broken] and "empty" in quarantine["reason"].iloc[0]
+    summary = extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "features", {"extract": EXTRACT}, "synth_cremad", workers=2)
+    assert (summary["extracted"], summary["quarantined"], summary["shards"]) == (3, 3, 2)   # 2 chunks of 4
+    quarantine = pd.read_parquet(tmp_path / "features" / "quarantine.parquet").set_index("clip_id")["reason"]
+    assert sorted(quarantine.index) == sorted(broken)
+    for clip_id, reason in broken.items():
+        assert reason in quarantine[clip_id], quarantine[clip_id]
+    # Deterministic: extracting again gives byte-identical shards and manifests.
+    extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "again", {"extract": EXTRACT}, "synth_cremad", workers=1)
+    for path in sorted((tmp_path / "features").iterdir()):
+        assert path.read_bytes() == (tmp_path / "again" / path.name).read_bytes(), path.name
+    # Above the limit the stage fails with a summary by reason, and writes nothing.
+    strict = {"extract": {**EXTRACT, "max_quarantined_fraction": 0.1}}
+    with pytest.raises(DataError, match=r"(?s)3 of 6 clips \(50.0%\) could not be decoded.*max_quarantined_fraction=0.1"):
+        extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "strict", strict, "synth_cremad", workers=2)
+    assert not (tmp_path / "strict").exists()
     train = load_split(tmp_path / "features", "train")
-    assert train.spec.shape == (5, 257, 188) and train.spec.dtype == np.float16
-    assert train.frames.shape == (5, 3, 64, 64, 3)
+    assert train.spec.shape == (3, 257, 188) and train.spec.dtype == np.float16
+    assert train.frames.shape == (3, 3, 64, 64, 3)
     # A shard row equals the clip extracted directly.
     i = train.clip_ids.index(plan[0].clip_id)
     direct = log_spectrogram(fit_duration(decode_audio(raw / "AudioWAV" / f"{plan[0].clip_id}.wav", 22050), 66150), 512, 353)

@@ -56,7 +56,7 @@ def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
     clips = pd.read_parquet(Path(args.manifest) / "clips.parquet")
     classes = read_json(Path(args.manifest) / "classes.json")
-    summary = extract_features(clips, classes, args.out, params, workers=args.threads)
+    summary = extract_features(clips, classes, args.out, params, args.dataset, workers=args.threads)
     log.info("extract: %d clips, %d quarantined, %d shards", summary["extracted"], summary["quarantined"], summary["shards"])
 
 
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = stage("extract", cmd_extract, "decode media into feature shards")
+    p.add_argument("--dataset", required=True, help="picks the extraction recipe (extract.<family>)")
     p.add_argument("--manifest", required=True, help="folder holding clips.parquet")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)

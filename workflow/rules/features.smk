@@ -12,5 +12,5 @@ rule extract:
     log:
         f"{LOGS}/extract/{{dataset}}.log",
     shell:
-        "avbias extract --params {params.cfg:q} --manifest {params.manifest} --out {output} "
+        "avbias extract --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {params.manifest} --out {output} "
         "--threads {threads} > {log} 2>&1"

@@ -21,19 +21,22 @@ class UnsafeArchiveError(DataError):
     """The archive tries to write outside its folder or holds links: nothing more is read from it."""
 
 
+NEXT_STEP = "refusing this archive: it is not a clean Kinetics tarball. Delete it, check the mirror (base_url), re-run"
+
+
 def check_member(archive: Path, member: tarfile.TarInfo) -> None:
     name = member.name
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing this archive")
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; {NEXT_STEP}")
     if ".." in path.parts or ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} points outside the archive (..); refusing this archive")
+        raise UnsafeArchiveError(f"{archive}: member {name!r} points outside the archive (..); {NEXT_STEP}")
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(
-            f"{archive}: member {name!r} is a link (to {member.linkname!r}); refusing this archive"
+            f"{archive}: member {name!r} is a link (to {member.linkname!r}); {NEXT_STEP}"
         )
     if not (member.isfile() or member.isdir()):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} is not a regular file or folder; refusing this archive")
+        raise UnsafeArchiveError(f"{archive}: member {name!r} is not a regular file or folder; {NEXT_STEP}")
 
 
 def extract_selected(

@@ -11,6 +11,9 @@ import numpy as np
 from avbias.ffmpeg import ffmpeg_exe
 
 
+TRUNCATION_TOLERANCE = 0.9       # a video must deliver this fraction of its reported frames
+
+
 class DecodeError(Exception):
     """A clip cannot be decoded; the message is the quarantine reason."""
 
@@ -64,8 +67,10 @@ def read_frames(path: str | Path, num_frames: int, size: int) -> np.ndarray:
                 index += 1
             ok, frame = capture.retrieve() if index > target else (False, None)
             if not ok or frame is None:
-                if not frames:
-                    raise DecodeError(f"video ends before frame {target} of {frame_count} (truncated?)")
+                # Containers estimate the frame count from the duration, so the last frame or two may be
+                # missing in a sound file; a video ending much earlier is truncated.
+                if not frames or index < TRUNCATION_TOLERANCE * frame_count:
+                    raise DecodeError(f"video ends at frame {index} of {frame_count} (truncated?)")
                 frame_rgb = frames[-1]
             else:
                 frame_rgb = cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)

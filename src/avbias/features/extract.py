@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from avbias.data.datasets import DATASETS
 from avbias.errors import DataError
 from avbias.features.decode import DecodeError, decode_audio, read_frames
 from avbias.features.shards import MANIFEST, QUARANTINE, write_shard
-from avbias.features.spectrogram import fit_duration, log_spectrogram
+from avbias.features.spectrogram import audio_features
 from avbias.io import atomic_dir, atomic_path, write_json
 from avbias.parallel import process_pool
 
@@ -25,13 +26,21 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def extract_clip(audio_path: str, video_path: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | str:
-    """(spectrogram, frames) for one clip, or the reason it cannot be decoded."""
+def recipe_for(dataset: str, extract: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's extraction recipe (its family's: synth_ks uses kinetics_sounds') and the shared keys."""
+    shared = {k: v for k, v in extract.items() if not isinstance(v, dict)}
+    return {**extract[DATASETS[dataset].family], **shared}
+
+
+def extract_clip(audio_path: str, video_path: str, recipe: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | str:
+    """(audio features, frames) for one clip, or the reason it cannot be decoded."""
     try:
-        samples = decode_audio(audio_path, params["sample_rate"])
-        samples = fit_duration(samples, int(round(params["duration_s"] * params["sample_rate"])))
-        spec = log_spectrogram(samples, params["n_fft"], params["hop_length"]).astype(params["spec_dtype"])
-        frames = read_frames(video_path, params["num_frames"], params["frame_size"])
+        samples = decode_audio(audio_path, recipe["sample_rate"])
+        if samples.size < recipe["min_audio_s"] * recipe["sample_rate"]:
+            raise DecodeError(f"audio lasts {samples.size / recipe['sample_rate']:.2f} s, "
+                              f"under extract.min_audio_s={recipe['min_audio_s']}")
+        spec = audio_features(samples, recipe).astype(recipe["spec_dtype"])
+        frames = read_frames(video_path, recipe["num_frames"], recipe["frame_size"])
     except DecodeError as exc:
         return str(exc)
     return spec, frames
@@ -46,10 +55,24 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def check_quarantine(quarantine: list[dict[str, Any]], total: int, limit: float) -> None:
+    """Fail, with a summary by reason, when more than `limit` of the clips could not be decoded."""
+    if total and len(quarantine) / total > limit:
+        reasons = pd.Series([q["reason"].split(":")[0] for q in quarantine]).value_counts()
+        examples = "\n".join(f"  {q['clip_id']}: {q['reason']}" for q in quarantine[:10])
+        raise DataError(
+            f"{len(quarantine)} of {total} clips ({len(quarantine) / total:.1%}) could not be decoded, above "
+            f"extract.max_quarantined_fraction={limit}. By reason: {reasons.to_dict()}\n{examples}\n"
+            "Check or re-acquire these files (the acquire stage verifies checksums), or raise the limit. "
+            "Media missing after `avbias pull` (DVC shares the clip index, not the media): fetch them with "
+            "`snakemake --forcerun acquire acquire_all`."
+        )
+
+
 def extract_features(clips: pd.DataFrame, classes: list[str], out_dir: str | Path, params: dict[str, Any],
-                     workers: int = 1) -> dict[str, Any]:
+                     dataset: str, workers: int = 1) -> dict[str, Any]:
     """Write shards, manifest.parquet and quarantine.parquet into out_dir (replaced atomically)."""
-    extract = params["extract"]
+    extract = recipe_for(dataset, params["extract"])
     digest = params_hash(extract)
     clips = clips.sort_values("clip_id").reset_index(drop=True)
     manifest_rows: list[dict[str, Any]] = []
@@ -78,6 +101,7 @@ def extract_features(clips: pd.DataFrame, classes: list[str], out_dir: str | Pat
                 write_shard(tmp, shard, np.stack(specs), np.stack(frames))
                 shard += 1
             log.info("extracted %d / %d clips", start + len(chunk), len(clips))
+        check_quarantine(quarantine_rows, len(clips), extract["max_quarantined_fraction"])
         if not manifest_rows:
             raise DataError(f"no clip could be decoded; first reasons: {quarantine_rows[:3]}")
         with atomic_path(tmp / MANIFEST) as path:
