@@ -67,3 +67,24 @@ def test_swapped_knobs_make_visual_dominant(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"synth": {"audio_snr_db": -30.0, "visual_snr_db": 30.0}})
     snakemake(project, "all")
     assert_dominant(project, "visual")
+
+
+def test_training_reads_only_shards(tiny_pipeline: Path, tmp_path: Path) -> None:
+    """With every media file moved away, training still runs: it reads the feature shards only."""
+    from avbias.config import load_params, stage_params_json
+    from conftest import run
+
+    project = tiny_pipeline
+    raw = project / "data" / "tiny" / "raw" / "synth_cremad"
+    hidden = tmp_path / "media-away"
+    raw.rename(hidden)
+    try:
+        params = load_params(project / "params.yaml", project / "tiny.yaml")
+        params["train"]["epochs"] = 2
+        run(["avbias", "train", "--params", stage_params_json(params, "train"), "--dataset", "synth_cremad",
+             "--method", "baseline", "--seed", "0", "--features", "data/tiny/features/synth_cremad",
+             "--out", str(tmp_path / "run")], project)
+    finally:
+        hidden.rename(raw)
+    assert not list(tmp_path.glob("media-away"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method"] == "baseline"
