@@ -7,7 +7,8 @@ Faults are queued per URL path and used up one request at a time:
   stall    accept the request and say nothing for `delay_s`
   ignore_range  answer a Range request with the whole file (200)
 A throttle (bytes per chunk, seconds between chunks) slows every response, so a test can kill a client
-mid-download. Every request is logged with its path, Range start, status and bytes sent.
+mid-download. Every request is logged when it arrives (so the log order is the order of arrival, even
+for a response still being sent) and completed with its status and bytes sent.
 """
 
 from __future__ import annotations
@@ -91,40 +92,47 @@ class MirrorServer:
                     queue.pop(0)
             return fault
 
-    def _record(self, path: str, start: int, status: int, sent: int) -> None:
+    def _arrived(self, path: str, start: int) -> Request:
+        request = Request(path, start, 0, 0)
         with self._lock:
-            self.log.append(Request(path, start, status, sent))
+            self.log.append(request)
+        return request
+
+    def _record(self, request: Request, status: int, sent: int) -> None:
+        with self._lock:
+            request.status, request.bytes_sent = status, sent
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         path = unquote(urlsplit(handler.path).path)
         match = re.match(r"bytes=(\d+)-$", handler.headers.get("Range", ""))
         start = int(match.group(1)) if match else 0
+        request = self._arrived(path, start)
         fault = self._take_fault(path)
         if fault and fault.kind == "stall":
             time.sleep(fault.delay_s)
-            self._record(path, start, 0, 0)
             return
         if fault and fault.kind == "status":
+            self._record(request, fault.status, 0)          # before answering: the client may act on it at once
             handler.send_error(fault.status)
-            self._record(path, start, fault.status, 0)
             return
         file = (self.root / path.lstrip("/")).resolve()
         if not file.is_relative_to(self.root.resolve()) or not file.is_file():
+            self._record(request, 404, 0)          # before answering: the client may act on it at once
             handler.send_error(404)
-            self._record(path, start, 404, 0)
             return
         data = file.read_bytes()
         if fault and fault.kind == "ignore_range":
             start = 0
         if start >= len(data) and start > 0:
+            self._record(request, 416, 0)          # before answering: the client may act on it at once
             handler.send_error(416)
-            self._record(path, start, 416, 0)
             return
         body = bytearray(data[start:])
         if fault and fault.kind == "corrupt":
             for i in range(len(body) // 2, min(len(body), len(body) // 2 + 16)):
                 body[i] ^= 0xFF
         status = 206 if start else 200
+        self._record(request, status, 0)
         handler.send_response(status)
         handler.send_header("Content-Length", str(len(body)))
         handler.send_header("Accept-Ranges", "bytes")
@@ -137,12 +145,12 @@ class MirrorServer:
         try:
             while sent < to_send:
                 piece = bytes(body[sent : min(sent + chunk, to_send)])
+                sent += len(piece)
+                self._record(request, status, sent)    # counted before the client can see the bytes
                 handler.wfile.write(piece)
                 handler.wfile.flush()
-                sent += len(piece)
                 if pause:
                     time.sleep(pause)
         except (BrokenPipeError, ConnectionResetError):
             pass
         handler.close_connection = True
-        self._record(path, start, status, sent)

@@ -155,7 +155,7 @@ def test_rerun_downloads_and_hashes_nothing(served, monkeypatch: pytest.MonkeyPa
 
 def test_killed_download_resumes_without_refetching(served) -> None:
     server, files, store = served
-    server.throttle = (8_192, 0.02)                                # ~400 KB/s: a file takes ~0.5 s
+    server.throttle = (8_192, 0.05)                                # ~160 KB/s: a file takes ~1.2 s
     script = (
         "import sys; from pathlib import Path; from avbias.data.download import *\n"
         "store = Path(sys.argv[1]); url = sys.argv[2]\n"
