@@ -25,8 +25,8 @@ import psutil
 
 import pandas as pd
 
+from _common import cremad_table
 from avbias.config import REPO_ROOT, deep_merge, load_params
-from avbias.data import cremad, synthetic
 from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.features.extract import extract_features
 
@@ -70,11 +70,7 @@ def main() -> None:
         return
     synth = load_params(REPO_ROOT / "params.yaml")["synth"]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "media"
-        actors = max(1, args.clips // (6 * synth["num_sentences"]))
-        plan = synthetic.generate(root, {**synth, "num_actors": actors}, "cremad", workers=args.workers)
-        table = cremad.clips_table(root, [c.clip_id for c in plan])
-        table = table.assign(label=[CREMAD_EMOTIONS.index(n) for n in table["label_name"]], split="train")
+        table = cremad_table(Path(tmp) / "media", synth, args.clips, args.workers)
         results = {}
         for factor in (1, 4):
             repeats = args.repeat * factor

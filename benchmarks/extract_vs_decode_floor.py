@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from _common import cremad_table
 from avbias.config import REPO_ROOT, deep_merge, load_params
-from avbias.data import cremad, kinetics_sounds, synthetic
+from avbias.data import kinetics_sounds, synthetic
+from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.features.extract import extract_features
 from avbias.ffmpeg import ffmpeg_exe
 
@@ -41,10 +43,8 @@ def floor_seconds(paths: list[str], workers: int) -> float:
 
 
 def cremad_clips(root: Path, synth: dict, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
-    actors = max(1, n // (6 * synth["num_sentences"]))
-    plan = synthetic.generate(root, {**synth, "num_actors": actors}, "cremad", workers=os.cpu_count() or 1)
-    table = cremad.clips_table(root, [c.clip_id for c in plan])
-    return table, list(table["audio_path"]) + list(table["video_path"]), list(cremad.CREMAD_EMOTIONS)
+    table = cremad_table(root, synth, n, os.cpu_count() or 1)
+    return table, list(table["audio_path"]) + list(table["video_path"]), list(CREMAD_EMOTIONS)
 
 
 def kinetics_clips(root: Path, synth: dict, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:

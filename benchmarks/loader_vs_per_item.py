@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torchaudio
 
+from _common import cremad_table
 from avbias.config import REPO_ROOT, deep_merge, load_params
-from avbias.data import cremad, synthetic
 from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.features.extract import extract_features
 from avbias.features.shards import load_split
@@ -95,13 +95,7 @@ def main() -> None:
     params = load_params(REPO_ROOT / "params.yaml")
     params["extract"] = deep_merge(params["extract"], {"frame_size": SIZE, "shard_size": 128})
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "media"
-        actors = max(1, args.clips // (6 * params["synth"]["num_sentences"]))
-        plan = synthetic.generate(root, {**params["synth"], "num_actors": actors}, "cremad", workers=args.workers)
-        table = cremad.clips_table(root, [c.clip_id for c in plan])
-        table = table.assign(label=[CREMAD_EMOTIONS.index(n) for n in table["label_name"]], split="train")
-        table = table.loc[table.index.repeat(args.repeat)].assign(
-            clip_id=lambda t: t["clip_id"] + "#" + t.groupby("clip_id").cumcount().astype(str))
+        table = cremad_table(Path(tmp) / "media", params["synth"], args.clips, args.workers, args.repeat)
         extract_features(table, list(CREMAD_EMOTIONS), Path(tmp) / "features", params, "synth_cremad", args.workers)
         # OGM-GE's preprocessing: frames extracted once to JPEG (1 fps; here the same 3 evenly spaced frames).
         items = []
