@@ -175,7 +175,8 @@ def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") 
 
 
 def fetch(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") -> str:
-    """Download one file to file.dest, verified; return its sha256. Raises TransientError/PermanentError."""
+    """Download one file to file.dest, verified; return its expected sha256 ("" when none is known).
+    Raises TransientError/PermanentError."""
     part = part_path(file.dest)
     file.dest.parent.mkdir(parents=True, exist_ok=True)
     last: Exception | None = None
@@ -195,9 +196,8 @@ def fetch(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") -> str
             part.unlink()                           # corrupt: the next attempt starts from zero
             last = TransientError(f"downloaded file failed verification ({problem})")
             continue
-        digest = file.sha256 or sha256_file(part)
         os.replace(part, file.dest)
-        return digest
+        return file.sha256 or ""                     # no expected digest: size + mtime are the record
     raise TransientError(f"{last} (gave up after {policy.retries + 1} attempts)")
 
 
@@ -253,7 +253,7 @@ def download_all(
             # Complete under its final name but not in the cache (e.g. a killed run): hash, do not fetch.
             problem = verify_file(file.dest, file.size, file.sha256)
             if problem is None:
-                cache.record(file.dest, file.sha256 or sha256_file(file.dest))
+                cache.record(file.dest, file.sha256 or "")
                 report.verified_on_disk += 1
                 continue
             log.warning("%s: %s; downloading it again", file.dest, problem)
@@ -281,7 +281,6 @@ def download_all(
                     progress.file_done()
         finally:
             progress.close()
-            cache.save()
     cache.save()
     if failures:
         raise_failures(failures, len(files), failed_list, what)

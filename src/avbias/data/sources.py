@@ -67,18 +67,15 @@ def _acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[st
         split_file, tree, source = str(tmp / synthetic.SPLIT_FILE), tmp, "synthetic"
     else:
         split_file, source = cfg["split_file"], cfg["source"]
-        if source == "local":
-            tree = _local_root(cfg, "kinetics_sounds")
-        else:
-            tree = store / "videos"
-            _, ids = kinetics_sounds.load_split(split_file)
-            have = kinetics_sounds.index_tree(tree) if tree.is_dir() else {}
-            missing = ids[[k not in have for k in zip(ids["ytid"], ids["start"])]]
-            if len(missing) and source == "cvdf":
-                info = kinetics_sounds.fetch_cvdf(store, cfg, policy, set(zip(missing["ytid"], missing["start"])))
-            elif len(missing):
-                info = kinetics_sounds.fetch_yt_dlp(store, missing, policy)
+        tree = _local_root(cfg, "kinetics_sounds") if source == "local" else store / "videos"
     classes, ids = kinetics_sounds.load_split(split_file)
+    if source in ("cvdf", "yt_dlp"):
+        have = kinetics_sounds.index_tree(tree) if tree.is_dir() else {}
+        missing = ids[[k not in have for k in zip(ids["ytid"], ids["start"])]]
+        if len(missing) and source == "cvdf":
+            info = kinetics_sounds.fetch_cvdf(store, cfg, policy, set(zip(missing["ytid"], missing["start"])))
+        elif len(missing):
+            info = kinetics_sounds.fetch_yt_dlp(store, missing, policy)
     matched = kinetics_sounds.match_clips(ids, kinetics_sounds.index_tree(tree))
     coverage = kinetics_sounds.check_coverage(matched, cfg["min_coverage"], store / "missing_ids.txt", str(tree))
     kinetics_sounds.coverage_table(matched).to_csv(tmp / "coverage.csv", index=False)
