@@ -3,8 +3,9 @@
 Per-item baseline (written here, after OGM-GE's CREMA-D dataset): every __getitem__ reads the wav, resamples
 it to 22,050 Hz, tiles it to 3 s, computes the log |STFT| (n_fft 512, hop 353), reads one JPEG frame
 (pre-extracted, as OGM-GE does, untimed), applies RandomResizedCrop 224 + flip + ImageNet normalisation;
-a torch DataLoader batches it. avbias: the split's shards loaded once into tensors; each batch is gathered,
-a frame window picked, flipped and normalised on the batch (`avbias.train.batch_inputs`).
+a torch DataLoader batches it. avbias: the training loader (`avbias.features.loader.BatchStream`, split held in
+memory, on the GPU when there is one) and its batched augmentation (`visual_inputs`: frame window,
+RandomResizedCrop 224 + flip as one grid_sample, normalisation), spectrograms cast to float32.
 Both: batch 64, the same worker count for the baseline's DataLoader, samples/s over 2 epochs after a warm-up.
 
     python benchmarks/loader_vs_per_item.py --clips 72 --workers 2
@@ -28,8 +29,7 @@ from _common import cremad_table
 from avbias.config import REPO_ROOT, deep_merge, load_params
 from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.features.extract import extract_features
-from avbias.features.shards import load_split
-from avbias.train import IMAGENET_MEAN, IMAGENET_STD, SplitTensors, batch_inputs
+from avbias.features.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
 
 SIZE = 224
 
@@ -72,7 +72,7 @@ class PerItemDataset(torch.utils.data.Dataset):
         if rng.random() < 0.5:
             image = image[:, ::-1]
         frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
-        frame = (frame - IMAGENET_MEAN.view(3, 1, 1)) / IMAGENET_STD.view(3, 1, 1)
+        frame = (frame - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
         return spec.unsqueeze(0), frame.unsqueeze(0), label
 
 
@@ -120,17 +120,19 @@ def main() -> None:
             for _ in loader:
                 pass
 
-        split = SplitTensors.from_arrays(load_split(Path(tmp) / "features", "train"), torch.device("cpu"))
-        generator = torch.Generator().manual_seed(0)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        stream = BatchStream(Path(tmp) / "features", "train", device, in_memory="true")
+        generator, augment = torch.Generator().manual_seed(0), Augment()
 
         def ours_epoch() -> None:
-            order = torch.randperm(len(split), generator=generator)
-            for start in range(0, len(split), args.batch):
-                batch_inputs(split, order[start : start + args.batch], ("audio", "visual"), 1, generator)
+            for _, spec, frames, _ in stream.batches(torch.randperm(len(stream), generator=generator), args.batch):
+                spec.float(), visual_inputs(frames, 1, generator, augment)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
 
         baseline = rate(per_item_epoch, n)
         ours = rate(ours_epoch, n)
-        print(f"{n} samples, batch {args.batch}, {args.workers} workers/threads: per-item loader {baseline:.0f} "
+        print(f"{device.type}, {n} samples, batch {args.batch}, {args.workers} workers/threads: per-item loader {baseline:.0f} "
               f"samples/s; avbias {ours:.0f} samples/s; ratio {ours / baseline:.1f}x")
 
 

@@ -196,3 +196,33 @@ def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: 
     np.testing.assert_array_equal(train.spec[i], direct.astype(np.float16))
     # No temporary folder is left beside the output.
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_extraction_killed_midway_then_rerun_gives_identical_shards(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    root, plan = clips
+    manifest = cremad.clips_table(root, [c.clip_id for c in plan])
+    manifest = manifest.assign(label=[CREMAD_EMOTIONS.index(n) for n in manifest["label_name"]], split="train")
+    manifest.to_parquet(tmp_path / "clips.parquet")
+    params = {"extract": {**EXTRACT, "shard_size": 1}}
+    extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "reference", params, "synth_cremad", workers=1)
+    script = ("import json, sys, pandas as pd; from avbias.features.extract import extract_features; "
+              "extract_features(pd.read_parquet(sys.argv[1]), [], sys.argv[2], json.loads(sys.argv[3]), 'synth_cremad', 1)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "clips.parquet"), str(tmp_path / "features"),
+                             __import__("json").dumps(params)])
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".features.*.part/frames-00001.npy")):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".features.*.part")) and not (tmp_path / "features").exists()   # killed mid-way
+    extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "features", params, "synth_cremad", workers=2)
+    assert not list(tmp_path.glob(".features.*.part"))                                            # leftovers cleared
+    names = sorted(p.name for p in (tmp_path / "reference").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "features").iterdir()) and len(names) == 6 * 2 + 3
+    for name in names:
+        assert (tmp_path / "features" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name

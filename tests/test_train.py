@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from avbias.features.shards import MANIFEST, write_shard
 from avbias.io import write_json
@@ -20,7 +21,9 @@ from avbias.train import train_run
 PARAMS = {
     "model": {"width": 8, "fusion": "concat"},
     "train": {"epochs": 3, "batch_size": 8, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-              "weight_decay": 1e-4, "lr_step": 2, "lr_gamma": 0.1, "frames_per_sample": 1, "device": "cpu"},
+              "weight_decay": 1e-4, "lr_step": 2, "lr_gamma": 0.1, "frames_per_sample": 1,
+              "frame_augment": "random_resized_crop", "crop_scale": [0.08, 1.0], "device": "cpu"},
+    "methods": yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["methods"],
 }
 
 
@@ -94,3 +97,65 @@ def test_concat_fusion_exposes_modality_logits() -> None:
     torch.testing.assert_close(out.modality_logits["audio"], out.features["audio"] @ w[:, :64].T + b / 2)
     torch.testing.assert_close(out.modality_logits["visual"], out.features["visual"] @ w[:, 64:].T + b / 2)
     torch.testing.assert_close(out.logits, torch.cat([out.features["audio"], out.features["visual"]], 1) @ w.T + b)
+
+
+def test_every_method_trains_and_pretrained_runs_reuse_unimodal_encoders(tmp_path: Path, features: Path) -> None:
+    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 2}}
+    for name in sorted(METHODS):
+        pretrained = [tmp_path / m / "model.pt" for m in create_method(name, params).pretrained]
+        if name in ("pretrain_finetune", "linear_probe"):
+            continue
+        metrics = train_run("synth_cremad", name, 0, features, tmp_path / name, params, pretrained=pretrained)
+        assert 0 <= metrics["test"]["acc"] <= 1 and not (tmp_path / name / "checkpoint.pt").exists(), name
+    audio = torch.load(tmp_path / "unimodal_audio" / "model.pt", weights_only=False)["state_dict"]
+    for name in ("pretrain_finetune", "linear_probe"):
+        pretrained = [tmp_path / m / "model.pt" for m in ("unimodal_audio", "unimodal_visual")]
+        train_run("synth_cremad", name, 0, features, tmp_path / name, params, pretrained=pretrained)
+    probe = torch.load(tmp_path / "linear_probe" / "model.pt", weights_only=False)["state_dict"]
+    # The linear probe trains the decision layer only: its encoders (and BatchNorm statistics) are the unimodal ones.
+    for key, value in audio.items():
+        if key.startswith("encoders.audio."):
+            assert torch.equal(probe[key], value), key
+    finetuned = torch.load(tmp_path / "pretrain_finetune" / "model.pt", weights_only=False)["state_dict"]
+    assert not torch.equal(finetuned["encoders.audio.net.stem.0.weight"], audio["encoders.audio.net.stem.0.weight"])
+    with pytest.raises(ValueError, match="needs the model.pt of runs"):
+        train_run("synth_cremad", "linear_probe", 0, features, tmp_path / "x", params)
+    curve = pd.read_csv(tmp_path / "ogm_ge" / "curve.csv")
+    assert {"coeff_audio", "coeff_visual", "train_acc_audio", "val_acc_visual"} <= set(curve.columns)
+
+
+def test_results_do_not_depend_on_where_the_data_lives(tmp_path: Path, features: Path) -> None:
+    """In memory, or read from the memory-mapped shards by 2 DataLoader workers: the same run."""
+    a = train_run("synth_cremad", "baseline", 3, features, tmp_path / "a", PARAMS, in_memory="true")
+    b = train_run("synth_cremad", "baseline", 3, features, tmp_path / "b", PARAMS, in_memory="false", num_workers=2)
+    assert a["val"] == b["val"] and a["test"] == b["test"]
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path: Path, features: Path) -> None:
+    """SIGKILL a training process after its first epoch checkpoint; the rerun resumes and ends identically."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from avbias.config import run_params_json
+
+    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 12}}
+    cmd = [sys.executable, "-m", "avbias.cli", "train", "--params", run_params_json(params, "ogm_ge"),
+           "--dataset", "synth_cremad", "--method", "ogm_ge", "--seed", "0", "--features", str(features)]
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True, check=True)
+    assert "resuming" in resumed.stderr
+    whole = subprocess.run([*cmd, "--out", str(tmp_path / "whole")], capture_output=True, text=True, check=True)
+    assert "resuming" not in whole.stderr
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("killed", "whole"))
+    assert a["val"] == b["val"] and a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
+    assert pd.read_csv(tmp_path / "killed" / "curve.csv")["train_loss"].tolist() == \
+        pd.read_csv(tmp_path / "whole" / "curve.csv")["train_loss"].tolist()

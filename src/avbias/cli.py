@@ -63,7 +63,8 @@ def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from avbias.train import train_run
 
-    metrics = train_run(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads)
+    metrics = train_run(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads,
+                        pretrained=args.pretrained, in_memory=args.in_memory, num_workers=args.workers)
     log.info("test accuracy %.4f (best epoch %d on validation)", metrics["test"]["acc"], metrics["best_epoch"])
 
 
@@ -164,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pretrained", nargs="*", default=[], help="model.pt of the runs the method builds on")
+    p.add_argument("--in-memory", choices=["auto", "true", "false"], default="auto",
+                   help="hold each split in (GPU) memory; false: read the memory-mapped shards per batch")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers when reading shards")
 
     p = stage("analyse", cmd_analyse, "decision-layer analysis of a dataset's runs")
     p.add_argument("--dataset", required=True)

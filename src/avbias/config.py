@@ -22,7 +22,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "acquire": ("acquire", "synth"),
     "manifest": ("splits",),
     "extract": ("extract",),
-    "train": ("model", "train"),
+    "train": ("model", "train", "methods"),
     "analyse": ("analysis",),
     "report": ("report",),
 }
@@ -103,6 +103,20 @@ def check_names(params: dict[str, Any], source: str = "params") -> None:
 def stage_params(params: dict[str, Any], stage: str) -> dict[str, Any]:
     """The groups a stage reads, as one dict (what the CLI receives)."""
     return {group: params[group] for group in STAGE_PARAMS[stage]}
+
+
+def run_params(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """What one training run reads: model, train, and the hyperparameters of its method and of the
+    methods whose runs it builds on (so changing OGM-GE's alpha retrains OGM-GE runs only)."""
+    from avbias.methods import create_method
+
+    names = [method, *create_method(method, params).pretrained]
+    hparams = {name: params["methods"].get(name) for name in names if params["methods"].get(name) is not None}
+    return {"model": params["model"], "train": params["train"], "methods": hparams}
+
+
+def run_params_json(params: dict[str, Any], method: str) -> str:
+    return json.dumps(run_params(params, method), sort_keys=True)
 
 
 def stage_params_json(params: dict[str, Any], stage: str) -> str:

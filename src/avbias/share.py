@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from avbias.config import load_params, stage_params
+from avbias.config import load_params, run_params
+from avbias.methods import METHODS
 from avbias.errors import AvbiasError
 from avbias.io import read_json
 
@@ -116,11 +117,12 @@ def prune_stale_runs(params_file: str, runs_root: str | Path) -> list[Path]:
     Snakemake's own params trigger needs its metadata, which a fresh clone or a `dvc exp run --temp`
     workspace does not have; each run records the params it was trained with in metrics.json.
     """
-    current = stage_params(load_params(params_file), "train")
+    params = load_params(params_file)
     stale = []
     for metrics_path in sorted(Path(runs_root).glob("*/*/seed*/metrics.json")):
+        method = metrics_path.parent.parent.name
         recorded = read_json(metrics_path).get("params")
-        if recorded != current:
+        if method not in METHODS or recorded != run_params(params, method):
             stale.append(metrics_path.parent)
             shutil.rmtree(metrics_path.parent)
     if stale:

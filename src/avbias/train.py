@@ -1,15 +1,17 @@
-"""The one training loop. Methods hook in (loss, gradient changes); everything else is shared.
+"""The one training loop. Methods hook in (loss, gradients, schedule); everything else is shared.
 
-Selection is on the validation split; the selected checkpoint is evaluated on test exactly once.
+Selection is on the validation split; the selected checkpoint is evaluated on test exactly once. Each
+epoch ends with a checkpoint (model, optimiser, schedule, random states, method state), so an interrupted
+run resumes where it stopped and ends with the same metrics as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,80 +19,26 @@ import numpy as np
 import torch
 
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
-from avbias.config import stage_params
-from avbias.features.shards import SplitArrays, load_split
+from avbias.config import run_params
+from avbias.features.loader import Augment, BatchStream, visual_inputs
 from avbias.io import atomic_path, read_json, write_json
-from avbias.methods import create_method
+from avbias.methods import Method, create_method
 from avbias.models.fusion import AVClassifier
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
+CHECKPOINT = "checkpoint.pt"
 
 
-@dataclass
-class SplitTensors:
-    """A split held in memory as tensors (uint8 frames stay uint8 until batched)."""
-
-    labels: torch.Tensor
-    spec: torch.Tensor      # (N, F, T)
-    frames: torch.Tensor    # (N, K, S, S, 3) uint8
-    clip_ids: list[str]
-
-    @classmethod
-    def from_arrays(cls, arrays: SplitArrays, device: torch.device) -> "SplitTensors":
-        return cls(
-            labels=torch.from_numpy(arrays.labels).to(device),
-            spec=torch.from_numpy(np.ascontiguousarray(arrays.spec)).to(device),
-            frames=torch.from_numpy(np.ascontiguousarray(arrays.frames)).to(device),
-            clip_ids=arrays.clip_ids,
-        )
-
-    def __len__(self) -> int:
-        return len(self.labels)
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
 
 
-def batch_inputs(data: SplitTensors, idx: torch.Tensor, modalities: tuple[str, ...], frames_per_sample: int,
-                 generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """Model inputs for rows idx. With a generator (training): random frame window and horizontal flip."""
-    inputs: dict[str, torch.Tensor] = {}
-    if "audio" in modalities:
-        inputs["audio"] = data.spec[idx].float().unsqueeze(1)
-    if "visual" in modalities:
-        frames = data.frames[idx]                                  # (B, K, S, S, 3)
-        k, t = frames.shape[1], min(frames_per_sample, frames.shape[1])
-        if generator is None:
-            start = torch.full((len(idx),), (k - t) // 2, dtype=torch.long)
-        else:
-            start = torch.randint(0, k - t + 1, (len(idx),), generator=generator)
-        window = start[:, None] + torch.arange(t)[None, :]
-        frames = frames[torch.arange(len(idx))[:, None], window.to(frames.device)]
-        x = frames.permute(0, 1, 4, 2, 3).float().div_(255)       # (B, T, 3, S, S)
-        if generator is not None:
-            flip = torch.rand(len(idx), generator=generator) < 0.5
-            x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
-        inputs["visual"] = (x - IMAGENET_MEAN.to(x.device)) / IMAGENET_STD.to(x.device)
-    return inputs
-
-
-@torch.no_grad()
-def predict(model: AVClassifier, data: SplitTensors, batch_size: int, frames_per_sample: int) -> dict[str, np.ndarray]:
-    """Fused and per-modality logits and features for a whole split (eval mode)."""
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        out = model(batch_inputs(data, idx, model.modalities, frames_per_sample, None))
-        arrays = {"logits": out.logits}
-        for m in model.modalities:
-            arrays[f"features_{m}"] = out.features[m]
-            arrays[f"logits_{m}"] = out.modality_logits[m]
-        for key, value in arrays.items():
-            parts.setdefault(key, []).append(value.float().cpu().numpy())
-    result = {key: np.concatenate(value) for key, value in parts.items()}
-    result["labels"] = data.labels.cpu().numpy()
-    return result
+def make_optimizer(params: list[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
 def summarise(pred: dict[str, np.ndarray], modalities: tuple[str, ...], num_classes: int) -> dict[str, Any]:
@@ -109,100 +57,209 @@ def summarise(pred: dict[str, np.ndarray], modalities: tuple[str, ...], num_clas
     return out
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+class Trainer:
+    """One (dataset, method, seed) run: data, model, optimiser and the loop."""
+
+    def __init__(self, method: Method, features_dir: Path, params: dict[str, Any], seed: int,
+                 pretrained: list[Path], in_memory: str = "auto", num_workers: int = 0) -> None:
+        cfg, model_cfg = params["train"], params["model"]
+        self.cfg, self.method, self.seed = cfg, method, seed
+        self.device = resolve_device(cfg["device"])
+        self.classes = read_json(features_dir / "extract.json")["classes"]
+        self.num_classes = len(self.classes)
+        self.augment = Augment(cfg["frame_augment"], tuple(cfg["crop_scale"]))
+        self.data = {s: BatchStream(features_dir, s, self.device, in_memory, num_workers) for s in ("train", "val", "test")}
+        self.model = AVClassifier(method.modalities, self.num_classes, model_cfg["width"],
+                                  method.fusion or model_cfg["fusion"], method.aux_heads).to(self.device)
+        load_pretrained_encoders(self.model, pretrained, method)
+        if method.freeze_encoders:
+            for p in self.model.encoders.parameters():
+                p.requires_grad_(False)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:   # channels_last + bf16 autocast: tensor-core convolutions; no loss scaling needed
+            self.model = self.model.to(memory_format=torch.channels_last)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(trainable, cfg)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+        self.generator = torch.Generator().manual_seed(seed)
+        method.setup(self.model, self)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+
+    def inputs(self, spec: torch.Tensor, frames: torch.Tensor, modalities: tuple[str, ...], train: bool) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if "audio" in modalities:
+            out["audio"] = spec.float().unsqueeze(1)
+            if self.cuda:
+                out["audio"] = out["audio"].contiguous(memory_format=torch.channels_last)
+        if "visual" in modalities:
+            out["visual"] = visual_inputs(frames, self.cfg["frames_per_sample"], self.generator if train else None,
+                                          self.augment)
+        return out
+
+    def set_train_mode(self) -> None:
+        self.model.train()
+        if self.method.freeze_encoders:
+            self.model.encoders.eval()         # a linear probe keeps the pretrained BatchNorm statistics
+
+    @torch.no_grad()
+    def predict(self, split: str, fraction: float = 1.0) -> dict[str, np.ndarray]:
+        """Fused and per-modality logits and features of a split (eval mode, no augmentation); with
+        fraction < 1, of a random subset (drawn from the run's generator, so runs stay reproducible)."""
+        was_training = self.model.training
+        self.model.eval()
+        data = self.data[split]
+        order = torch.arange(len(data))
+        if fraction < 1:
+            order = torch.randperm(len(data), generator=self.generator)[: max(1, int(len(data) * fraction))].sort().values
+        parts: dict[str, list[np.ndarray]] = {}
+        for idx, spec, frames, labels in data.batches(order, self.cfg["batch_size"]):
+            with self.autocast():
+                out = self.model(self.inputs(spec, frames, self.method.modalities, train=False))
+            arrays = {"logits": out.logits, "labels": labels}
+            arrays.update({f"features_{m}": f for m, f in out.features.items()})
+            arrays.update({f"logits_{m}": z for m, z in out.modality_logits.items()})
+            arrays.update({f"aux_logits_{m}": z for m, z in out.aux_logits.items()})
+            for key, value in arrays.items():
+                parts.setdefault(key, []).append(value.cpu().numpy() if key == "labels" else value.float().cpu().numpy())
+        if was_training:
+            self.set_train_mode()
+        return {key: np.concatenate(value) for key, value in parts.items()}
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.set_train_mode()
+        train, method = self.data["train"], self.method
+        order = torch.randperm(len(train), generator=self.generator)
+        losses, correct, seen, extras = [], 0, 0, {}
+        branch_correct = {m: 0 for m in method.modalities}
+        for step, (idx, spec, frames, labels) in enumerate(train.batches(order, self.cfg["batch_size"])):
+            if len(idx) < 2:        # BatchNorm cannot train on one sample
+                continue
+            with self.autocast():
+                output = self.model(self.inputs(spec, frames, method.step_modalities(step), train=True))
+                loss = method.loss(output, labels, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            for key, value in method.backward(self.model, output, labels, epoch, loss).items():
+                extras.setdefault(key, []).append(value)
+            self.optimizer.step()
+            losses.append(loss.item())
+            seen += len(idx)
+            if output.logits.numel():
+                correct += int((output.logits.argmax(1) == labels).sum())
+            for m, z in output.modality_logits.items():
+                branch_correct[m] += int((z.argmax(1) == labels).sum())
+        self.scheduler.step()
+        row = {"train_loss": float(np.mean(losses)), "train_acc": correct / max(seen, 1)}
+        if len(method.modalities) > 1:
+            row.update({f"train_acc_{m}": c / max(seen, 1) for m, c in branch_correct.items()})
+        return row | {key: float(np.mean(v)) for key, v in extras.items()}
+
+    def checkpoint_state(self, epoch: int, curve: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "curve": curve, "best": best, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else None, "method": self.method.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.cuda and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.method.load_state(state["method"])
 
 
-def make_optimizer(model: torch.nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+def load_pretrained_encoders(model: AVClassifier, checkpoints: list[Path], method: Method) -> None:
+    """Copy each pretrained run's encoder into the model (the method's `pretrained` runs, via the DAG)."""
+    if len(checkpoints) != len(method.pretrained):
+        raise ValueError(f"method {method.name!r} needs the model.pt of runs {list(method.pretrained)} "
+                         f"(--pretrained), got {len(checkpoints)}")
+    for path in checkpoints:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        for m in saved["modalities"]:
+            prefix = f"encoders.{m}."
+            model.encoders[m].load_state_dict({k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)})
+            log.info("encoder %s initialised from %s", m, path)
 
 
 def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Path, out_dir: str | Path,
-              params: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+              params: dict[str, Any], threads: int = 1, pretrained: list[Path] | None = None,
+              in_memory: str = "auto", num_workers: int = 0) -> dict[str, Any]:
     """Train one (dataset, method, seed) run; write model.pt, metrics.json, curve.csv, outputs.npz."""
-    cfg, model_cfg = params["train"], params["model"]
     out_dir = Path(out_dir)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(cfg["device"])
-    classes = read_json(Path(features_dir) / "extract.json")["classes"]
     method = create_method(method_name, params)
-    splits = {s: SplitTensors.from_arrays(load_split(features_dir, s), device) for s in ("train", "val", "test")}
-
-    model = AVClassifier(method.modalities, len(classes), model_cfg["width"], model_cfg["fusion"]).to(device)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
-    generator = torch.Generator().manual_seed(seed)
-    train, fps = splits["train"], cfg["frames_per_sample"]
-
+    trainer = Trainer(method, Path(features_dir), params, seed, [Path(p) for p in pretrained or []], in_memory, num_workers)
+    recorded = run_params(params, method_name)
     curve: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for epoch in range(cfg["epochs"]):
-        model.train()
+    best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1, "state": None}
+    start_epoch = 0
+    checkpoint_path = out_dir / CHECKPOINT
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=trainer.device, weights_only=False)
+        if state.get("params") == recorded:
+            trainer.restore(state)
+            curve, best, start_epoch = state["curve"], state["best"], state["epoch"] + 1
+            log.info("resuming %s from its checkpoint after epoch %d", out_dir, state["epoch"])
+        else:
+            log.info("ignoring %s: trained with other params", checkpoint_path)
+
+    for epoch in range(start_epoch, trainer.cfg["epochs"]):
         started = time.perf_counter()
-        order = torch.randperm(len(train), generator=generator)
-        losses, correct, extras = [], 0, {}
-        for start in range(0, len(train), cfg["batch_size"]):
-            idx = order[start : start + cfg["batch_size"]]
-            if len(idx) < 2:        # BatchNorm cannot train on one sample
-                continue
-            labels = train.labels[idx]
-            output = model(batch_inputs(train, idx, method.modalities, fps, generator))
-            loss = method.loss(output, labels, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for key, value in method.after_backward(model, output, labels, epoch).items():
-                extras.setdefault(key, []).append(value)
-            optimizer.step()
-            losses.append(loss.item())
-            correct += int((output.logits.argmax(1) == labels).sum())
-        scheduler.step()
-        val = summarise(predict(model, splits["val"], cfg["batch_size"], fps), method.modalities, len(classes))
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_acc": correct / len(train),
-               "val_loss": val["loss"], "val_acc": val["acc"], "lr": scheduler.get_last_lr()[0],
-               "seconds": time.perf_counter() - started}
+        row: dict[str, Any] = {"epoch": epoch}
+        row.update(method.epoch_start(trainer.model, epoch, trainer))
+        row.update(trainer.train_epoch(epoch))
+        val = summarise(trainer.predict("val"), method.modalities, trainer.num_classes)
+        row.update({"val_loss": val["loss"], "val_acc": val["acc"], "lr": trainer.scheduler.get_last_lr()[0],
+                    "seconds": time.perf_counter() - started})
         row.update({f"val_acc_{m}": val[f"acc_{m}"] for m in method.modalities if f"acc_{m}" in val})
-        row.update({key: float(np.mean(v)) for key, v in extras.items()})
         curve.append(row)
         log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-        if best is None or val["acc"] > best[0]:
-            best = (val["acc"], epoch, copy.deepcopy(model.state_dict()))
+        if val["acc"] > best["val_acc"]:
+            best = {"val_acc": val["acc"], "epoch": epoch, "state": copy.deepcopy(trainer.model.state_dict())}
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save(trainer.checkpoint_state(epoch, curve, best) | {"params": recorded}, tmp)
 
-    assert best is not None
-    model.load_state_dict(best[2])
-    outputs = {s: predict(model, splits[s], cfg["batch_size"], fps) for s in ("val", "test")}
-    val, test = (summarise(outputs[s], method.modalities, len(classes)) for s in ("val", "test"))
+    trainer.model.load_state_dict(best["state"])
+    outputs = {s: trainer.predict(s) for s in ("val", "test")}
+    val, test = (summarise(outputs[s], method.modalities, trainer.num_classes) for s in ("val", "test"))
     metrics = {
         "dataset": dataset, "method": method_name, "seed": seed, "modalities": list(method.modalities),
-        "classes": list(classes), "best_epoch": best[1], "epochs": cfg["epochs"],
+        "fusion": trainer.model.fusion, "additive": trainer.model.head.additive,
+        "classes": list(trainer.classes), "best_epoch": best["epoch"], "epochs": trainer.cfg["epochs"],
         "val": val, "test": test,
-        "params": stage_params(params, "train"),   # what this run was trained with (see share.prune_stale_runs)
+        "params": recorded,   # what this run was trained with (see share.prune_stale_runs)
     }
-    _write_outputs(out_dir, model, outputs, splits, metrics, curve)
+    _write_outputs(out_dir, trainer, outputs, metrics, curve)
+    checkpoint_path.unlink(missing_ok=True)
     return metrics
 
 
-def _write_outputs(out_dir: Path, model: AVClassifier, outputs: dict[str, dict[str, np.ndarray]],
-                   splits: dict[str, SplitTensors], metrics: dict[str, Any], curve: list[dict[str, Any]]) -> None:
-    arrays: dict[str, np.ndarray] = {
-        "head_weight": model.head.fc.weight.detach().cpu().numpy(),
-        "head_bias": model.head.fc.bias.detach().cpu().numpy(),
-        "modalities": np.array(model.modalities),
-        "feature_dims": np.array([model.head.dims[m] for m in model.modalities]),
-    }
+def _write_outputs(out_dir: Path, trainer: Trainer, outputs: dict[str, dict[str, np.ndarray]],
+                   metrics: dict[str, Any], curve: list[dict[str, Any]]) -> None:
+    model = trainer.model
+    arrays: dict[str, np.ndarray] = {"modalities": np.array(model.modalities)}
+    weights, bias = model.head.decision_weights(), model.head.decision_bias()
+    if weights is not None:     # linear per modality: the decision layer z = sum_m W_m f_m + b
+        arrays["head_weight"] = torch.cat([weights[m] for m in model.modalities], 1).detach().float().cpu().numpy()
+        arrays["head_bias"] = bias.detach().float().cpu().numpy()
+        arrays["feature_dims"] = np.array([weights[m].shape[1] for m in model.modalities])
     for split, pred in outputs.items():
         arrays.update({f"{split}_{key}": value for key, value in pred.items()})
-        arrays[f"{split}_clip_ids"] = np.array(splits[split].clip_ids)
+        arrays[f"{split}_clip_ids"] = np.array(trainer.data[split].clip_ids)
     with atomic_path(out_dir / "outputs.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "modalities": model.modalities, "metrics": metrics}, tmp)
+        torch.save({"state_dict": model.state_dict(), "modalities": model.modalities, "fusion": model.fusion,
+                    "metrics": metrics}, tmp)
     with atomic_path(out_dir / "curve.csv") as tmp:
         fields = list(dict.fromkeys(k for row in curve for k in row))
         with open(tmp, "w", newline="") as fh:

@@ -1,7 +1,8 @@
 # Paths and helpers shared by the rules. Names of stages and their params groups come from the
 # package, so Snakemake and DVC agree on what each stage reads.
 
-from avbias.config import check_names, stage_params_json
+from avbias.config import check_names, run_params_json, stage_params_json
+from avbias.methods import create_method
 
 check_names(config)
 
@@ -28,6 +29,12 @@ def stage_params(stage):
 
 def run_dir(dataset="{dataset}", method="{method}", seed="{seed}"):
     return f"{RESULTS}/runs/{dataset}/{method}/seed{seed}"
+
+
+def pretrained_models(wildcards):
+    """model.pt of the runs a method builds on (its `pretrained` runs), same dataset and seed."""
+    needs = create_method(wildcards.method, config).pretrained
+    return [f"{run_dir(wildcards.dataset, m, wildcards.seed)}/model.pt" for m in needs]
 
 
 def dataset_runs(wildcards):

@@ -1,8 +1,15 @@
-"""Joint training baseline: two encoders, concat fusion, one cross-entropy on the fused logits."""
+"""Joint training baseline: cross-entropy on the fused logits, with each fusion of the OGM-GE code base."""
+
+from typing import Any
 
 from avbias.methods.registry import Method, register
 
 
 @register("baseline")
+@register("baseline_sum", fusion="sum")
+@register("baseline_film", fusion="film")
+@register("baseline_gated", fusion="gated")
 class Baseline(Method):
-    pass
+    def __init__(self, name: str, params: dict[str, Any], fusion: str | None = None) -> None:
+        super().__init__(name, params)
+        self.fusion = fusion
