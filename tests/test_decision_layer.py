@@ -70,10 +70,10 @@ def test_aggregate_and_dominance_over_seeds() -> None:
         {"method": "baseline", "seed": 1, "modalities": "audio+visual", "test_acc": 0.6,
          "weight_norm_audio": 1.0, "weight_norm_visual": 5.0, "logit_contrib_audio": 0.4, "logit_contrib_visual": 0.2},
     ])
-    summary = aggregate(runs)
+    summary = aggregate(runs.drop(columns=["modalities"]))
     acc = summary[(summary["method"] == "baseline") & (summary["measure"] == "test_acc")].iloc[0]
     assert acc["mean"] == pytest.approx(0.7) and acc["std"] == pytest.approx(np.std([0.8, 0.6], ddof=1)) and acc["n"] == 2
-    verdict = dominance(summary, margin=0.0)["baseline"]
+    verdict = dominance(summary, 0.0, ["audio", "visual"])["baseline"]
     assert verdict["weight_norm"] == "visual"            # 1 vs 4 on average
     assert verdict["logit_contrib"] == "visual"          # 0.3 vs 0.4 on average
 
@@ -85,3 +85,87 @@ def test_classification_metrics() -> None:
     np.testing.assert_allclose(per_class_accuracy(preds, labels, 4), [0.5, 1.0, 0.0, np.nan])
     # F1: class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: tp0 fn1 -> 0.
     assert macro_f1(preds, labels, 4) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_who_decides_margins_and_logit_scale_by_hand() -> None:
+    # Visual dominates here: where the modalities disagree, the fused prediction follows visual 2 of 3 times.
+    audio = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    visual = np.array([[0.0, 3.0], [0.0, 1.0], [3.0, 0.0], [2.0, 0.0]])
+    fused = audio + visual                       # [[2,3],[2,1],[3,2],[3,0]] -> 1, 0, 0, 0
+    decided = dl.who_decides(fused, {"audio": audio, "visual": visual})
+    assert decided == {"audio": pytest.approx(1 / 3), "visual": pytest.approx(2 / 3), "n_disagree": 3}
+    labels = np.array([1, 0, 0, 0])
+    # Margin z_y - z_k split by modality (k = fused runner-up): sample 0: audio 0-2 = -2, visual 3-0 = 3.
+    np.testing.assert_allclose(dl.margin_contribution(visual, fused, labels), [3, -1, 3, 2])
+    np.testing.assert_allclose(dl.margin_contribution(audio, fused, labels), [-2, 2, -2, 1])
+    np.testing.assert_allclose(dl.contribution_at(audio, labels), [0, 2, 0, 1])
+    np.testing.assert_allclose(dl.per_class_mean(np.array([1.0, 2.0, 3.0, 5.0]), labels, 3), [10 / 3, 1, np.nan])
+    norms = dl.decision_weight_norms(dl.weight_blocks(W, DIMS, MODS))
+    ratio, per_class = dl.weight_norm_ratio(norms, "visual", "audio")
+    assert ratio == pytest.approx(np.sqrt(5) / 5)
+    np.testing.assert_allclose(per_class, [1 / 5, 2 / 1e-12])
+    np.testing.assert_allclose(dl.logit_scale(np.array([5.0, 0.0]), 2.0), [10.0, 0.0])
+
+
+def test_shapley_on_a_two_modality_toy() -> None:
+    """Audio alone is right on 2 of 4 samples, visual alone on 4, both on 4, none (bias) on 1."""
+    labels = np.array([0, 1, 0, 1])
+    bias = np.array([0.1, 0.0])                                   # alone: predicts class 0 -> 2 of 4
+    audio = np.array([[1.0, 0], [1.0, 0], [0, 0.5], [0, 0.5]])    # + bias: 0, 0, 1, 1 -> right on 0 and 3
+    visual = np.array([[5.0, 0], [0, 5.0], [5.0, 0], [0, 5.0]])   # always right, also with audio
+    v = {(): 0.5, ("audio",): 0.5, ("visual",): 1.0, ("audio", "visual"): 1.0}
+    for s, acc in v.items():
+        assert dl.subset_accuracy({"audio": audio, "visual": visual}, bias, labels, s) == acc
+    phi = dl.shapley_accuracy({"audio": audio, "visual": visual}, bias, labels)
+    # phi_a = 1/2 [(v(a) - v()) + (v(av) - v(v))] = 0; phi_v = 1/2 [(1 - .5) + (1 - .5)] = 0.5
+    assert phi == {"audio": pytest.approx(0.0), "visual": pytest.approx(0.5)}
+    assert sum(phi.values()) == pytest.approx(v[("audio", "visual")] - v[()])
+
+
+def test_remedies_recover_known_optima() -> None:
+    from avbias.analysis.remedies import combine, fit_class_weights, norm_equalisation, standardise_weights, temperature_weights
+
+    rng = np.random.default_rng(0)
+    n, c = 600, 3
+    labels = rng.integers(0, c, n)
+    informative = np.eye(c)[labels] * 0.1 + rng.normal(0, 0.02, (n, c))      # visual: right but tiny
+    noise = rng.normal(0, 1.0, (n, c))                                         # audio: loud noise
+    contrib, bias = {"audio": noise, "visual": informative}, np.zeros(c)
+    assert np.mean(combine(contrib, bias, {"audio": 1.0, "visual": 1.0}).argmax(1) == labels) < 0.6
+    # The optimum turns the noise down and the informative modality up: each remedy fit on one half, tested on the other.
+    val, test = slice(0, 300), slice(300, None)
+    half = lambda s: {m: x[s] for m, x in contrib.items()}          # noqa: E731
+    alpha = fit_class_weights(half(val), bias, labels[val])
+    assert all(alpha["visual"] > 10 * alpha["audio"])
+    assert np.mean(combine(half(test), bias, alpha).argmax(1) == labels[test]) > 0.95
+    temp = temperature_weights(half(val), bias, labels[val])
+    assert temp["visual"] > 10 * temp["audio"]
+    std = standardise_weights(half(val))
+    assert std["visual"] / std["audio"] == pytest.approx(noise[val].std() / informative[val].std())
+    eq = norm_equalisation({"audio": np.array([3.0, 4.0]), "visual": np.array([1.0, 1.0])}, per_class=False)
+    assert eq == {"audio": pytest.approx((5 + np.sqrt(2)) / 2 / 5), "visual": pytest.approx((5 + np.sqrt(2)) / 2 / np.sqrt(2))}
+    per_class = norm_equalisation({"audio": np.array([3.0, 4.0]), "visual": np.array([1.0, 2.0])}, per_class=True)
+    np.testing.assert_allclose(per_class["audio"] * [3, 4], per_class["visual"] * [1, 2])   # equal rows after
+
+
+def test_bootstrap_ci_and_paired_test() -> None:
+    from avbias.analysis.stats import bootstrap_ci, paired_permutation_p
+
+    low, high = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert 1.0 <= low < 2.5 < high <= 4.0
+    assert np.isnan(bootstrap_ci(np.array([1.0]))[0])
+    # 4 pairs all shifted the same way: only the identity and full flip are as extreme -> p = 2/16.
+    assert paired_permutation_p(np.array([2.0, 3, 4, 5]), np.array([1.0, 2, 3, 4])) == pytest.approx(2 / 16)
+    assert paired_permutation_p(np.array([1.0, 2]), np.array([1.0, 2])) == 1.0
+
+
+def test_human_capability_from_crowd_votes() -> None:
+    from avbias.analysis.capability import cremad_human_accuracy, human_accuracy
+
+    table = pd.DataFrame({"FileName": ["1001_IEO_ANG_HI", "1001_IEO_ANG_LO", "1001_IEO_SAD_XX"],
+                          "VoiceVote": ["A", "A:D", "N"], "FaceVote": ["D", "A", "S"], "MultiModalVote": ["A", "A", "S"]})
+    acc = human_accuracy(table).set_index(["class", "modality"])["accuracy"]
+    assert acc[("ANG", "audio")] == pytest.approx(0.75) and acc[("ANG", "visual")] == pytest.approx(0.5)
+    assert acc[("SAD", "audio")] == 0 and acc[("SAD", "visual")] == 1
+    real = cremad_human_accuracy()
+    assert len(real) == 18 and real["accuracy"].between(0, 1).all()

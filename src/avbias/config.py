@@ -23,7 +23,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "manifest": ("splits",),
     "extract": ("extract",),
     "train": ("model", "train", "methods"),
-    "analyse": ("analysis",),
+    "analyse": ("analysis", "synth"),     # synth: the generator's signal strengths are the synthetic capability
     "report": ("report",),
 }
 

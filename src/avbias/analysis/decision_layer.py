@@ -61,3 +61,84 @@ def dominant_modality(values: dict[str, float], margin: float = 0.0) -> str:
     share = shares(values)
     top = max(share, key=share.__getitem__)
     return top if share[top] > 1.0 / len(share) + margin else "balanced"
+
+
+def weight_norm_ratio(norms: dict[str, dict[str, np.ndarray | float]], a: str, b: str) -> tuple[float, np.ndarray]:
+    """||W_a|| / ||W_b|| overall, and per class (the distribution of per-class ratios)."""
+    per_class = np.asarray(norms[a]["per_class"]) / np.maximum(np.asarray(norms[b]["per_class"]), 1e-12)
+    return float(norms[a]["overall"]) / max(float(norms[b]["overall"]), 1e-12), per_class
+
+
+def per_class_mean(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean of a per-sample value over the samples of each class (NaN for absent classes)."""
+    return np.array([values[labels == c].mean() if (labels == c).any() else np.nan for c in range(num_classes)])
+
+
+def logit_scale(row_norms: np.ndarray, mean_feature_norm: np.ndarray | float) -> np.ndarray:
+    """||W_m,c|| * ||f_m||: the bound on modality m's logit for class c (Cauchy-Schwarz), per class."""
+    return np.asarray(row_norms) * mean_feature_norm
+
+
+def contribution_at(contributions: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Each sample's contribution to the logit of the given class (N,)."""
+    return contributions[np.arange(len(classes)), classes]
+
+
+def runner_up(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The highest-scoring class other than the true one, per sample."""
+    masked = logits.astype(float).copy()
+    masked[np.arange(len(labels)), labels] = -np.inf
+    return masked.argmax(1)
+
+
+def margin_contribution(contributions: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Modality m's share of the fused margin z_y - z_k (k: the fused runner-up): (W_m f_m)_y - (W_m f_m)_k."""
+    k = runner_up(logits, labels)
+    return contribution_at(contributions, labels) - contribution_at(contributions, k)
+
+
+def who_decides(fused_logits: np.ndarray, modality_logits: dict[str, np.ndarray]) -> dict[str, float | int]:
+    """Where the modalities' own predictions disagree, the share of samples whose fused prediction equals
+    each modality's prediction ('who decides'), and how many samples disagree."""
+    preds = {m: z.argmax(1) for m, z in modality_logits.items()}
+    first, *rest = preds.values()
+    disagree = np.zeros(len(first), bool)
+    for p in rest:
+        disagree |= p != first
+    fused = fused_logits.argmax(1)
+    n = int(disagree.sum())
+    out: dict[str, float | int] = {m: float(np.mean(fused[disagree] == p[disagree])) if n else float("nan")
+                                   for m, p in preds.items()}
+    out["n_disagree"] = n
+    return out
+
+
+def subset_accuracy(contributions: dict[str, np.ndarray], bias: np.ndarray, labels: np.ndarray,
+                    subset: tuple[str, ...]) -> float:
+    """Accuracy of sum_{m in subset} W_m f_m + b: the modalities outside the subset have zero features."""
+    logits = np.broadcast_to(bias, (len(labels), len(bias))).astype(float)
+    for m in subset:
+        logits = logits + contributions[m]
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def shapley_accuracy(contributions: dict[str, np.ndarray], bias: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Each modality's Shapley value of accuracy, the value of a coalition being the accuracy with only its
+    modalities present (absent ones zeroed, as BalanceBenchmark does); the values sum to v(all) - v(none)."""
+    from itertools import combinations
+    from math import factorial
+
+    mods = list(contributions)
+    n = len(mods)
+    value = {s: subset_accuracy(contributions, bias, labels, s) for k in range(n + 1) for s in combinations(mods, k)}
+    out = {}
+    for m in mods:
+        others = [x for x in mods if x != m]
+        total = 0.0
+        for k in range(n):
+            for s in combinations(others, k):
+                with_m = tuple(x for x in mods if x in s or x == m)
+                weight = factorial(k) * factorial(n - k - 1) / factorial(n)
+                total += weight * (value[with_m] - value[s])
+        out[m] = total
+    return out

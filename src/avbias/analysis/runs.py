@@ -1,4 +1,6 @@
-"""The analyse stage: decision-layer measures for every run of a dataset, aggregated over seeds."""
+"""The analyse stage: decision-layer measures for every run of a dataset, remedies, persistence across
+methods, and per-class capability; aggregated over seeds. The measures themselves are pure functions
+(analysis.decision_layer, .remedies, .stats); this module reads runs and writes tables."""
 
 from __future__ import annotations
 
@@ -10,12 +12,20 @@ import numpy as np
 import pandas as pd
 
 from avbias.analysis import decision_layer as dl
+from avbias.analysis import stats
+from avbias.analysis.capability import cremad_human_accuracy
+from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
+from avbias.analysis.remedies import REMEDIES, combine
+from avbias.data.datasets import DATASETS
 from avbias.errors import DataError
 from avbias.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 ANALYSIS_SPLIT = "test"
+BASELINE = "baseline"
+# Bias measures compared across methods (the first modality's share, or a ratio first/second).
+PERSISTENCE_MEASURES = ("weight_share", "logit_share", "decides_share", "shapley_share", "feature_norm_ratio")
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -28,58 +38,166 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return read_json(metrics_path), outputs
 
 
-def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: str = ANALYSIS_SPLIT) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One row of run-level measures, and one row per class (joint models only)."""
+def contributions(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: str
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Each modality's contribution C_m (N, C) to the fused logits z = sum_m C_m + b, and b; None where the
+    head does not decompose (FiLM, gated). Linear heads: C_m = W_m f_m; the shared MLA head: its weighted
+    per-modality logits (bias included, b = 0)."""
     modalities = [str(m) for m in outputs["modalities"]]
+    if not metrics.get("additive", True):
+        return None
+    if "head_weight" in outputs and metrics.get("fusion") != "shared":
+        blocks = dl.weight_blocks(outputs["head_weight"], outputs["feature_dims"].tolist(), modalities)
+        return ({m: dl.logit_contributions(outputs[f"{split}_features_{m}"], blocks[m]) for m in modalities},
+                outputs["head_bias"])
+    return {m: outputs[f"{split}_logits_{m}"] for m in modalities}, np.zeros(outputs[f"{split}_logits"].shape[1])
+
+
+def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: str = ANALYSIS_SPLIT
+                ) -> tuple[dict[str, Any], list[dict[str, Any]], pd.DataFrame]:
+    """Run-level measures (one row), per-class measures (one row per class), per-sample measures."""
+    modalities = [str(m) for m in outputs["modalities"]]
+    key = {"method": metrics["method"], "seed": metrics["seed"]}
     row: dict[str, Any] = {
-        "method": metrics["method"], "seed": metrics["seed"], "modalities": "+".join(modalities),
+        **key, "modalities": "+".join(modalities), "fusion": metrics.get("fusion", "concat"),
         "test_acc": metrics["test"]["acc"], "test_macro_f1": metrics["test"]["macro_f1"],
         "val_acc": metrics["val"]["acc"], "best_epoch": metrics["best_epoch"],
     }
-    if len(modalities) < 2:
-        return row, []
-    labels = outputs[f"{split}_labels"]
-    blocks = dl.weight_blocks(outputs["head_weight"], outputs["feature_dims"].tolist(), modalities)
-    norms = dl.decision_weight_norms(blocks)
-    contrib = {m: dl.mean_abs_contribution(dl.logit_contributions(outputs[f"{split}_features_{m}"], blocks[m]))
-               for m in modalities}
-    feat = {m: float(dl.feature_norms(outputs[f"{split}_features_{m}"]).mean()) for m in modalities}
-    branch = {m: dl.branch_accuracy(outputs[f"{split}_logits_{m}"], labels) for m in modalities}
-    weight = {m: norms[m]["overall"] for m in modalities}
-    for m in modalities:
-        row[f"branch_acc_{m}"] = branch[m]
-        row[f"weight_norm_{m}"] = weight[m]
-        row[f"weight_share_{m}"] = dl.shares(weight)[m]
-        row[f"logit_contrib_{m}"] = contrib[m]
-        row[f"logit_share_{m}"] = dl.shares(contrib)[m]
-        row[f"feature_norm_{m}"] = feat[m]
     classes = metrics["classes"]
-    per_class = [
-        {"method": metrics["method"], "seed": metrics["seed"], "class": classes[c],
-         **{f"weight_norm_{m}": float(norms[m]["per_class"][c]) for m in modalities}}
-        for c in range(len(classes))
-    ]
-    return row, per_class
+    num_classes = len(classes)
+    labels = outputs[f"{split}_labels"]
+    fused = outputs[f"{split}_logits"]
+    per_class: dict[str, np.ndarray] = {"acc": per_class_accuracy(fused.argmax(1), labels, num_classes)}
+    samples = pd.DataFrame({**key, "label": labels})
+    if len(modalities) < 2:
+        return row, _class_rows(key, classes, per_class), pd.DataFrame()
+    a, v = modalities
+    feats = {m: dl.feature_norms(outputs[f"{split}_features_{m}"]) for m in modalities}
+    for m in modalities:
+        branch = outputs[f"{split}_logits_{m}"]
+        row[f"branch_acc_{m}"] = dl.branch_accuracy(branch, labels)
+        row[f"feature_norm_{m}"] = float(feats[m].mean())
+        per_class[f"branch_acc_{m}"] = per_class_accuracy(branch.argmax(1), labels, num_classes)
+        per_class[f"feature_norm_{m}"] = dl.per_class_mean(feats[m], labels, num_classes)
+        samples[f"feature_norm_{m}"] = feats[m]
+    row["feature_norm_ratio"] = row[f"feature_norm_{a}"] / max(row[f"feature_norm_{v}"], 1e-12)
+    decides = dl.who_decides(fused, {m: outputs[f"{split}_logits_{m}"] for m in modalities})
+    row.update({f"decides_{m}": decides[m] for m in modalities} | {"n_disagree": decides["n_disagree"]})
+    row["decides_share"] = decides[a] / (decides[a] + decides[v]) if decides["n_disagree"] else np.nan
+    if "head_weight" in outputs:
+        blocks = dl.weight_blocks(outputs["head_weight"], outputs["feature_dims"].tolist(), modalities)
+        norms = dl.decision_weight_norms(blocks)
+        ratio, class_ratio = dl.weight_norm_ratio(norms, a, v)
+        row.update({f"weight_norm_{m}": norms[m]["overall"] for m in modalities})
+        row.update({f"weight_share_{m}": s for m, s in dl.shares({m: norms[m]["overall"] for m in modalities}).items()})
+        row["weight_share"], row["weight_ratio"] = row[f"weight_share_{a}"], ratio
+        row["class_weight_ratio_median"] = float(np.median(class_ratio))
+        per_class["weight_ratio"] = class_ratio
+        for m in modalities:
+            per_class[f"weight_norm_{m}"] = norms[m]["per_class"]
+            per_class[f"logit_scale_{m}"] = dl.logit_scale(norms[m]["per_class"], per_class[f"feature_norm_{m}"])
+    decomposed = contributions(metrics, outputs, split)
+    if decomposed is not None:
+        contrib, bias = decomposed
+        predicted = fused.argmax(1)
+        for m in modalities:
+            c = contrib[m]
+            row[f"logit_contrib_{m}"] = dl.mean_abs_contribution(c)
+            samples[f"true_contrib_{m}"] = dl.contribution_at(c, labels)
+            samples[f"pred_contrib_{m}"] = dl.contribution_at(c, predicted)
+            samples[f"margin_contrib_{m}"] = dl.margin_contribution(c, fused, labels)
+            row[f"true_contrib_{m}"] = float(samples[f"true_contrib_{m}"].mean())
+            row[f"margin_contrib_{m}"] = float(samples[f"margin_contrib_{m}"].mean())
+            per_class[f"true_contrib_{m}"] = dl.per_class_mean(samples[f"true_contrib_{m}"].to_numpy(), labels, num_classes)
+            per_class[f"reliance_{m}"] = dl.per_class_mean(np.abs(c).mean(1), labels, num_classes)
+        row.update({f"logit_share_{m}": s for m, s in dl.shares({m: row[f"logit_contrib_{m}"] for m in modalities}).items()})
+        row["logit_share"] = row[f"logit_share_{a}"]
+        shapley = dl.shapley_accuracy(contrib, bias, labels)
+        row.update({f"shapley_{m}": s for m, s in shapley.items()})
+        total = sum(abs(s) for s in shapley.values())
+        row["shapley_share"] = abs(shapley[a]) / total if total > 0 else np.nan
+        per_class[f"reliance_share_{a}"] = per_class[f"reliance_{a}"] / (per_class[f"reliance_{a}"] + per_class[f"reliance_{v}"])
+    return row, _class_rows(key, classes, per_class), samples
 
 
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seeds of every numeric measure, per method (long format)."""
-    numeric = [c for c in runs.columns if c not in ("method", "seed", "modalities") and pd.api.types.is_numeric_dtype(runs[c])]
-    long = runs.melt(id_vars=["method"], value_vars=numeric, var_name="measure").dropna(subset=["value"])
-    grouped = long.groupby(["method", "measure"], sort=True)["value"]
-    return grouped.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count").reset_index()
+def _class_rows(key: dict[str, Any], classes: list[str], per_class: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [{**key, "class": name, **{k: float(v[c]) for k, v in per_class.items()}} for c, name in enumerate(classes)]
 
 
-def dominance(summary: pd.DataFrame, margin: float) -> dict[str, dict[str, str]]:
-    """Per joint method, which modality each bias measure favours (from the seed means)."""
+def apply_remedies(metrics: dict[str, Any], outputs: dict[str, np.ndarray], weak: str) -> list[dict[str, Any]]:
+    """Each decision-layer remedy fitted on validation and evaluated on test (models with linear heads)."""
+    modalities = [str(m) for m in outputs["modalities"]]
+    if len(modalities) < 2 or "head_weight" not in outputs or metrics.get("fusion") == "shared" \
+            or not metrics.get("additive", True):
+        return []
+    blocks = dl.weight_blocks(outputs["head_weight"], outputs["feature_dims"].tolist(), modalities)
+    norms = {m: n["per_class"] for m, n in dl.decision_weight_norms(blocks).items()}
+    val, bias = contributions(metrics, outputs, "val")
+    test, _ = contributions(metrics, outputs, "test")
+    labels, num_classes = outputs["test_labels"], len(metrics["classes"])
+    rows = []
+    for name, remedy in {"none": lambda *args: {m: 1.0 for m in modalities}, **REMEDIES}.items():
+        alpha = remedy(val, bias, outputs["val_labels"], norms)
+        logits = combine(test, bias, alpha)
+        pred = logits.argmax(1)
+        decides = dl.who_decides(logits, {m: test[m] + bias / len(modalities) for m in modalities})
+        row = {"method": metrics["method"], "seed": metrics["seed"], "remedy": name,
+               "test_acc": accuracy(pred, labels), "test_macro_f1": macro_f1(pred, labels, num_classes),
+               "weak": weak, "weak_decides": decides[weak]}
+        row.update({f"class_acc_{c}": float(x) for c, x in enumerate(per_class_accuracy(pred, labels, num_classes))})
+        rows.append(row)
+    return rows
+
+
+def aggregate(runs: pd.DataFrame, by: tuple[str, ...] = ("method",)) -> pd.DataFrame:
+    """Mean, std, count and 95% bootstrap CI over seeds of every numeric measure (long format)."""
+    skip = {"seed", *by}
+    numeric = [c for c in runs.columns if c not in skip and pd.api.types.is_numeric_dtype(runs[c])]
+    long = runs.melt(id_vars=list(by), value_vars=numeric, var_name="measure").dropna(subset=["value"])
+    rows = []
+    for keys, group in long.groupby([*by, "measure"], sort=True):
+        values = group["value"].to_numpy(float)
+        low, high = stats.bootstrap_ci(values)
+        rows.append({**dict(zip([*by, "measure"], keys)), "mean": values.mean(),
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values),
+                     "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def persistence(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each bias measure by joint method: mean, std, CI over seeds, and the paired (same seeds) exact
+    sign-flip test against the baseline."""
+    joint = runs[runs["modalities"].str.contains(r"\+")]
+    base = joint[joint["method"] == BASELINE].set_index("seed")
+    rows = []
+    for measure in PERSISTENCE_MEASURES:
+        if measure not in joint:
+            continue
+        for method, group in joint.groupby("method", sort=False):
+            values = group.set_index("seed")[measure]
+            if values.isna().all():
+                continue
+            low, high = stats.bootstrap_ci(values.to_numpy(float))
+            seeds = values.index.intersection(base.index)
+            p = stats.paired_permutation_p(values[seeds].to_numpy(float), base.loc[seeds, measure].to_numpy(float)) \
+                if method != BASELINE and measure in base and len(seeds) else np.nan
+            rows.append({"measure": measure, "method": method, "mean": float(values.mean()),
+                         "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": int(values.notna().sum()),
+                         "ci_low": low, "ci_high": high, "p_vs_baseline": p, "n_paired": len(seeds)})
+    return pd.DataFrame(rows)
+
+
+def dominance(summary: pd.DataFrame, margin: float, modalities: list[str]) -> dict[str, dict[str, str]]:
+    """Per joint method, which modality each per-modality bias measure favours (from the seed means)."""
     out: dict[str, dict[str, str]] = {}
     for method, group in summary.groupby("method"):
         means = dict(zip(group["measure"], group["mean"]))
         verdict = {}
-        for prefix in ("weight_norm", "logit_contrib", "branch_acc", "feature_norm"):
-            values = {k.removeprefix(prefix + "_"): v for k, v in means.items() if k.startswith(prefix + "_")}
+        for prefix in ("weight_norm", "logit_contrib", "branch_acc", "feature_norm", "decides", "shapley",
+                       "true_contrib"):
+            values = {m: means[f"{prefix}_{m}"] for m in modalities if f"{prefix}_{m}" in means}
             if len(values) > 1:
-                verdict[prefix] = dl.dominant_modality(values, margin)
+                verdict[prefix] = dl.dominant_modality({m: max(x, 0.0) for m, x in values.items()}, margin)
         if verdict:
             out[str(method)] = verdict
     return out
@@ -92,24 +210,62 @@ def capability(runs: pd.DataFrame, margin: float) -> dict[str, Any]:
     return {"unimodal_test_acc": acc, "stronger": dl.dominant_modality(acc, margin) if len(acc) > 1 else None}
 
 
+def capability_per_class(dataset: str, per_class: pd.DataFrame, runs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Per class: the external capability of each modality (human raters on CREMA-D, the generator's SNRs on
+    synthetic data) and the unimodal models' accuracy, as rows (class, source, modality, value)."""
+    rows = []
+    spec = DATASETS[dataset]
+    classes = list(dict.fromkeys(per_class["class"]))
+    if spec.family == "cremad" and not spec.synthetic:
+        for r in cremad_human_accuracy().to_dict("records"):
+            rows.append({"class": r["class"], "source": "human raters", "modality": r["modality"], "value": r["accuracy"]})
+    elif spec.synthetic:      # the same for every class; dB are not comparable across modalities' encodings
+        for c in classes:
+            rows += [{"class": c, "source": "generator SNR (dB)", "modality": m, "value": params["synth"][f"{m}_snr_db"]}
+                     for m in ("audio", "visual")]
+    uni = runs[runs["modalities"].str.count(r"\+") == 0][["method", "modalities"]].drop_duplicates()
+    for method, modality in uni.itertuples(index=False):
+        acc = per_class[per_class["method"] == method].groupby("class", sort=False)["acc"].mean()
+        rows += [{"class": c, "source": "unimodal model", "modality": modality, "value": float(x)} for c, x in acc.items()]
+    return pd.DataFrame(rows, columns=["class", "source", "modality", "value"])
+
+
 def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    rows, class_rows, curves = [], [], []
-    for run_dir in sorted(run_dirs):
-        metrics, outputs = load_run(run_dir)
-        row, per_class = measure_run(metrics, outputs)
+    loaded = [load_run(d) for d in sorted(run_dirs)]
+    rows, class_rows, sample_frames, curves = [], [], [], []
+    for run_dir, (metrics, outputs) in zip(sorted(run_dirs), loaded):
+        row, per_class, samples = measure_run(metrics, outputs)
         rows.append(row)
         class_rows.extend(per_class)
+        sample_frames.append(samples)
         curve = pd.read_csv(run_dir / "curve.csv")
         curves.append(curve.assign(method=metrics["method"], seed=metrics["seed"]))
     runs = pd.DataFrame(rows)
-    summary = aggregate(runs)
     margin = params["analysis"]["dominance_margin"]
+    cap = capability(runs, margin)
+    joint = runs[runs["modalities"].str.contains(r"\+")]
+    modalities = joint["modalities"].iloc[0].split("+") if len(joint) else []
+    if cap["stronger"] in modalities:
+        weak = next(m for m in modalities if m != cap["stronger"])
+    elif modalities:     # no unimodal runs: the weaker branch of the baseline
+        branch = {m: joint[f"branch_acc_{m}"].mean() for m in modalities}
+        weak = min(branch, key=branch.get)
+    remedy_rows = [r for metrics, outputs in loaded for r in apply_remedies(metrics, outputs, weak)] if modalities else []
+    summary = aggregate(runs.drop(columns=["modalities", "fusion"]))
+    remedies = pd.DataFrame(remedy_rows)
+    per_class_frame = pd.DataFrame(class_rows)
     result = {
-        "dataset": dataset, "split": ANALYSIS_SPLIT,
-        "dominance": dominance(summary, margin), "capability": capability(runs, margin),
+        "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": dominance(summary, margin, modalities), "capability": cap,
+        "weak_modality": weak if modalities else None,
     }
-    tables = {"runs.csv": runs, "summary.csv": summary, "per_class.csv": pd.DataFrame(class_rows),
-              "curves.csv": pd.concat(curves, ignore_index=True)}
+    tables = {
+        "runs.csv": runs, "summary.csv": summary, "per_class.csv": per_class_frame,
+        "samples.csv": pd.concat(sample_frames, ignore_index=True), "curves.csv": pd.concat(curves, ignore_index=True),
+        "persistence.csv": persistence(runs) if len(joint) else pd.DataFrame(),
+        "remedies.csv": remedies,
+        "remedies_summary.csv": aggregate(remedies.drop(columns=["weak"]), by=("method", "remedy")) if len(remedies) else pd.DataFrame(),
+        "capability.csv": capability_per_class(dataset, per_class_frame, runs, params),
+    }
     for name, frame in tables.items():
         with atomic_path(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")

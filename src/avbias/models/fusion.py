@@ -115,6 +115,34 @@ class SharedFusion(FusionHead):
         return sum(per_modality.values()), per_modality
 
 
+class AdaptiveFusion(ConcatFusion):
+    """Concat fusion with a trainable per-class allocation of decision weight between modalities:
+    z_c = sum_m alpha_{c,m} (W_m f_m)_c + b_c, alpha_{c,.} = M softmax(theta_c) (alpha = 1 at start)."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+        super().__init__(dims, num_classes)
+        self.theta = nn.Parameter(torch.zeros(num_classes, len(dims)))
+
+    def alpha(self) -> torch.Tensor:
+        return len(self.modalities) * torch.softmax(self.theta, dim=1)          # (C, M)
+
+    def decision_weights(self) -> dict[str, torch.Tensor]:
+        """The effective blocks alpha_{c,m} W_m,c."""
+        alpha = self.alpha()
+        return {m: alpha[:, i : i + 1] * w for i, (m, w) in enumerate(super().decision_weights().items())}
+
+    def branch_logits(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each modality's logits before the allocation, W_m f_m + b / M."""
+        _, per_modality = super().forward(features)
+        return per_modality
+
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        alpha, shared_bias = self.alpha(), self.fc.bias / len(self.modalities)
+        per_modality = {m: alpha[:, i] * (features[m] @ self.fc.weight[:, b].T) + shared_bias
+                        for i, (m, b) in enumerate(self.blocks().items())}
+        return sum(per_modality.values()), per_modality
+
+
 def uncertainty_weights(logits: list[torch.Tensor]) -> torch.Tensor:
     """MLA's dynamic fusion weights (B, M) from each modality's prediction entropy."""
     entropy = torch.stack([-(z.softmax(1) * z.log_softmax(1)).sum(1) for z in logits], 1)
@@ -166,6 +194,7 @@ class GatedFusion(FusionHead):
 
 FUSIONS: dict[str, type[FusionHead]] = {
     "concat": ConcatFusion, "sum": SumFusion, "shared": SharedFusion, "film": FiLMFusion, "gated": GatedFusion,
+    "adaptive": AdaptiveFusion,
 }
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from avbias.io import atomic_path, read_json, write_json
 from avbias.report.figures import FIGURES
-from avbias.report.tables import DatasetAnalysis, accuracy_table, bias_table, data_table, markdown
+from avbias.report.tables import (DatasetAnalysis, accuracy_table, bias_table, data_table, markdown,
+                                  method_dataset_table, persistence_table, remedies_table)
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -32,7 +33,7 @@ def verdict_text(a: DatasetAnalysis) -> str:
 def metrics_for_dvc(a: DatasetAnalysis) -> dict[str, Any]:
     """Per method: test accuracy and the main bias measures (seed means), for `dvc metrics show`."""
     out: dict[str, Any] = {}
-    keep = ("test_acc", "test_macro_f1", "branch_acc_", "weight_share_", "logit_share_")
+    keep = ("test_acc", "test_macro_f1", "branch_acc_", "weight_share_", "logit_share_", "decides_", "shapley_")
     for row in a.summary.itertuples(index=False):
         if row.measure.startswith(keep):
             out.setdefault(row.method, {})[row.measure] = round(float(row.mean), 6)
@@ -51,11 +52,18 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
     title = params["report"]["title"]
     analyses = [DatasetAnalysis.load(d) for d in analysis_dirs]
     body, md = [f"<h1>{html.escape(title)}</h1>"], [f"# {title}\n"]
+    overview = method_dataset_table(analyses)
+    body.append("<h2>Test accuracy, method × dataset</h2><p>mean ± std over seeds; in brackets each branch's accuracy "
+                "through the fused head (audio / visual).</p>" + overview.to_html(index=False, border=0))
+    md.append(f"## Test accuracy, method × dataset\n\n{markdown(overview)}")
     for a, raw, features in zip(analyses, raw_dirs, feature_dirs, strict=True):
         body.append(f"<h2>{html.escape(a.dataset)}</h2><p>{verdict_text(a)}</p>")
         md.append(f"## {a.dataset}\n")
         data = data_table(read_json(raw / "acquire.json"), read_json(features / "extract.json"))
-        for name, table in (("Data", data), ("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a))):
+        sections = (("Data", data), ("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a)),
+                    ("Persistence of the bias across methods", persistence_table(a)),
+                    ("Decision-layer remedies (fit on validation, tested on test)", remedies_table(a)))
+        for name, table in sections:
             body.append(f"<h3>{name}</h3>" + table.to_html(index=False, border=0, escape=True))
             md.append(f"### {name}\n\n{markdown(table)}")
         write_plot_data(a, out_dir)

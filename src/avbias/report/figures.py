@@ -67,9 +67,17 @@ def accuracy_bars(a: DatasetAnalysis, path: Path) -> str:
 
 
 def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
-    methods = list(a.per_class["method"].unique())
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.2), squeeze=False)
-    for ax, method in zip(axes[0], methods):
+    key = f"weight_norm_{a.modalities[0]}" if a.modalities else None
+    methods = [m for m in a.joint_methods if key in a.per_class and a.per_class.loc[a.per_class["method"] == m, key].notna().any()]
+    if not methods:
+        _empty(path, "no joint runs with linear decision weights")
+        return f"{a.dataset}: no joint runs with linear decision weights."
+    cols = min(4, len(methods))
+    rows_n = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    for ax, method in zip(axes.flat, methods):
         rows = a.per_class[a.per_class["method"] == method].groupby("class", sort=False)
         values = {m: (rows[f"weight_norm_{m}"].mean().tolist(), rows[f"weight_norm_{m}"].std().fillna(0).tolist())
                   for m in a.modalities}
@@ -81,7 +89,7 @@ def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
 
 
 def logit_contributions(a: DatasetAnalysis, path: Path) -> str:
-    methods = list(a.bias["dominance"])
+    methods = [m for m in a.joint_methods if a.stat(m, f"logit_contrib_{a.modalities[0]}") is not None]
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(methods)), 3.2))
     values = {}
     for m in a.modalities:
@@ -105,9 +113,190 @@ def validation_curves(a: DatasetAnalysis, path: Path) -> str:
     return f"{a.dataset}: validation accuracy per epoch (mean over seeds); the best epoch on validation is the one tested."
 
 
+def _empty(path: Path, text: str) -> None:
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    _save(fig, path)
+
+
+def feature_norm_histograms(a: DatasetAnalysis, path: Path) -> str:
+    methods = [m for m in a.joint_methods if f"feature_norm_{a.modalities[0]}" in a.samples]
+    if a.samples.empty or not methods:
+        _empty(path, "no joint runs")
+        return f"{a.dataset}: no joint runs."
+    cols = min(4, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        s = a.samples[a.samples["method"] == method]
+        for m in a.modalities:
+            ax.hist(s[f"feature_norm_{m}"].dropna(), bins=20, alpha=0.6, label=m, color=COLOURS.get(m))
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("‖f_m‖", fontsize=8)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    _save(fig, path)
+    return (f"{a.dataset}: distribution of the per-sample feature norms ‖f_audio‖ and ‖f_visual‖ on the test split, "
+            "per joint method (all seeds pooled).")
+
+
+def contribution_distributions(a: DatasetAnalysis, path: Path) -> str:
+    methods = [m for m in a.joint_methods
+               if not a.samples.empty and a.samples.loc[a.samples["method"] == m, f"true_contrib_{a.modalities[0]}"].notna().any()]
+    if not methods:
+        _empty(path, "no joint runs with an additive head")
+        return f"{a.dataset}: no joint runs with an additive head."
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.2 * len(methods) * 2), 3.4))
+    for ax, (kind, title) in zip(axes, (("true_contrib", "to the true-class logit"), ("margin_contrib", "to the margin z_y - z_k"))):
+        positions, data, colours = [], [], []
+        for i, method in enumerate(methods):
+            s = a.samples[a.samples["method"] == method]
+            for j, m in enumerate(a.modalities):
+                positions.append(i * (len(a.modalities) + 1) + j)
+                data.append(s[f"{kind}_{m}"].dropna().to_numpy())
+                colours.append(COLOURS.get(m))
+        parts = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=False)
+        for patch, colour in zip(parts["boxes"], colours):
+            patch.set_facecolor(colour)
+        centres = [i * (len(a.modalities) + 1) + (len(a.modalities) - 1) / 2 for i in range(len(methods))]
+        ax.set_xticks(centres, [m.replace("_", "\n") for m in methods], fontsize=7)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"each modality's contribution {title}", fontsize=9)
+    _save(fig, path)
+    return (f"{a.dataset}: per test sample, each modality's contribution (W_m f_m) to the true-class logit and to the "
+            "fused margin over the runner-up class (blue audio, orange visual; boxes: quartiles, all seeds pooled).")
+
+
+def who_decides_bars(a: DatasetAnalysis, path: Path) -> str:
+    methods = [m for m in a.joint_methods if a.stat(m, f"decides_{a.modalities[0]}") is not None]
+    if not methods:
+        _empty(path, "no joint runs")
+        return f"{a.dataset}: no joint runs."
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(methods)), 3.2))
+    values = {m: ([a.stat(x, f"decides_{m}")[0] * 100 for x in methods], [a.stat(x, f"decides_{m}")[1] * 100 for x in methods])
+              for m in a.modalities}
+    _modality_bars(ax, [m.replace("_", "\n") for m in methods], values, "fused = modality's prediction (%)")
+    _save(fig, path)
+    return (f"{a.dataset}: who decides. Among test samples on which the audio and visual branches predict different "
+            "classes, the share whose fused prediction follows each branch (mean ± std over seeds).")
+
+
+def persistence_plot(a: DatasetAnalysis, path: Path) -> str:
+    if a.persistence.empty:
+        _empty(path, "no joint runs")
+        return f"{a.dataset}: no joint runs."
+    measures = [m for m in ("weight_share", "logit_share", "decides_share", "shapley_share") if m in set(a.persistence["measure"])]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(a.joint_methods)), 3.4))
+    methods = list(dict.fromkeys(a.persistence["method"]))
+    x = np.arange(len(methods))
+    for i, measure in enumerate(measures):
+        rows = a.persistence[a.persistence["measure"] == measure].set_index("method").reindex(methods)
+        err = np.array([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).clip(min=0)
+        ax.errorbar(x + (i - 1.5) * 0.15, rows["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3, label=measure)
+    ax.axhline(0.5, color="k", lw=0.6, ls=":")
+    ax.set_xticks(x, [m.replace("_", "\n") for m in methods], fontsize=7)
+    ax.set_ylabel(f"{a.modalities[0]} share")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return (f"{a.dataset}: persistence of the bias. Each measure is the {a.modalities[0]} share (0.5 = balanced) of decision "
+            "weight norm, mean |logit contribution|, decisions where the branches disagree, and Shapley value of "
+            "accuracy; mean over seeds with 95% bootstrap CI, per method.")
+
+
+def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
+    first = a.modalities[0] if a.modalities else "audio"
+    cap = a.capability
+    # Human raters where the dataset has them (CREMA-D); else the unimodal models' per-class accuracy.
+    external = cap[cap["source"] == "human raters"] if not cap.empty else cap
+    if external.empty and not cap.empty:
+        external = cap[cap["source"] == "unimodal model"]
+    snr = cap[cap["source"] == "generator SNR (dB)"] if not cap.empty else cap
+    key = f"reliance_share_{first}"
+    if external.empty or a.per_class.empty or key not in a.per_class:
+        _empty(path, "no external capability for this dataset")
+        return f"{a.dataset}: no external capability (human votes or generator SNRs) for this dataset."
+    source = external["source"].iloc[0]
+    ext = external[external["modality"].isin(a.modalities)].pivot_table(index="class", columns="modality", values="value")
+    ext_share = ext[first] / ext[a.modalities].sum(1)
+    classes = list(dict.fromkeys(a.per_class["class"]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) * 2), 3.4))
+    x = np.arange(len(classes))
+    ax.bar(x - 0.3, ext_share.reindex(classes), 0.2, label=f"{source}: {first} share", color="#999999")
+    for i, method in enumerate(a.joint_methods[:3]):
+        rel = a.per_class[a.per_class["method"] == method].groupby("class")[key].mean().reindex(classes)
+        ax.bar(x - 0.1 + 0.2 * i, rel, 0.2, label=f"{method}: {first} share of |W f|")
+    ax.axhline(0.5, color="k", lw=0.6, ls=":")
+    ax.set_xticks(x, classes, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    what = ("the crowd's accuracy from the voice alone vs the face alone (CREMA-D summaryTable.csv), as the voice's share"
+            if source == "human raters" else "the unimodal models' per-class test accuracy, as audio's share")
+    if not snr.empty:
+        levels = snr.groupby("modality")["value"].first()
+        what += ("; the generator's SNRs, the same for every class, are "
+                 + ", ".join(f"{m} {v:g} dB" for m, v in levels.items()) + " (dB differ in meaning across the two encodings)")
+    return (f"{a.dataset}: per class, the external capability ({what}) beside each model's reliance on {first} (its share of "
+            "mean |W_m f_m| over the class's test samples), for up to three joint methods.")
+
+
+def per_class_heatmap(a: DatasetAnalysis, path: Path) -> str:
+    pc = a.per_class
+    if pc.empty:
+        _empty(path, "no runs")
+        return f"{a.dataset}: no runs."
+    columns, labels = [], []
+    for method in a.runs["method"].unique():
+        rows = pc[pc["method"] == method].groupby("class", sort=False)
+        columns.append(rows["acc"].mean())
+        labels.append(method)
+        for m in a.modalities:
+            if f"branch_acc_{m}" in pc and rows[f"branch_acc_{m}"].mean().notna().any():
+                columns.append(rows[f"branch_acc_{m}"].mean())
+                labels.append(f"{method}·{m[0]}")
+    matrix = np.array([c.to_numpy() for c in columns]).T * 100
+    classes = list(columns[0].index)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(labels)), 0.4 * len(classes) + 1.8))
+    image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    _save(fig, path)
+    return (f"{a.dataset}: per-class test accuracy (mean over seeds) for every method: the fused prediction, and for "
+            "joint models each branch through the fused head (·a audio, ·v visual).")
+
+
+def remedies_scatter(a: DatasetAnalysis, path: Path) -> str:
+    if a.remedies_summary.empty:
+        _empty(path, "no joint runs with a linear head")
+        return f"{a.dataset}: no joint runs with a linear head."
+    s = a.remedies_summary
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for remedy in s["remedy"].unique():
+        acc = s[(s["remedy"] == remedy) & (s["measure"] == "test_acc")].set_index("method")["mean"]
+        share = s[(s["remedy"] == remedy) & (s["measure"] == "weak_decides")].set_index("method")["mean"].reindex(acc.index)
+        ax.scatter(share * 100, acc * 100, label=remedy, marker="o" if remedy != "none" else "s")
+    ax.set_xlabel(f"{a.bias.get('weak_modality')} (weak) share of decisions (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    return (f"{a.dataset}: decision-layer remedies (fit on validation, evaluated on test) applied to each joint model "
+            "with a linear head: test accuracy against the weak modality's share of decisions where the branches "
+            "disagree; one point per method and remedy (mean over seeds), 'none' = the model as trained.")
+
+
 FIGURES = {
     "accuracy": accuracy_bars,
     "weight_norms_per_class": weight_norms_per_class,
+    "feature_norm_histograms": feature_norm_histograms,
     "logit_contributions": logit_contributions,
+    "contribution_distributions": contribution_distributions,
+    "who_decides": who_decides_bars,
+    "persistence": persistence_plot,
+    "human_vs_model_capability": human_vs_model,
+    "per_class_accuracy": per_class_heatmap,
+    "remedies": remedies_scatter,
     "validation_curves": validation_curves,
 }

@@ -1,0 +1,86 @@
+"""Decision-layer remedies applied to a trained joint model: fit on validation, evaluate on test.
+
+All work on the additive decomposition z = sum_m C_m + b, with C_m = W_m f_m (N, C) each modality's
+contribution: they reweight the contributions per modality (and per class) without touching the encoders.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+Contributions = dict[str, np.ndarray]
+
+
+def combine(contributions: Contributions, bias: np.ndarray, alpha: dict[str, np.ndarray | float]) -> np.ndarray:
+    """sum_m alpha_m * C_m + b, with alpha_m a scalar or one weight per class."""
+    return sum(np.asarray(alpha[m]) * c for m, c in contributions.items()) + bias
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    z = logits - logits.max(1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]))
+
+
+def temperature_weights(val: Contributions, bias: np.ndarray, labels: np.ndarray,
+                        grid: np.ndarray = np.geomspace(0.05, 20, 41)) -> dict[str, float]:
+    """Per-modality logit calibration: 1/T_m for each modality, by grid search minimising validation NLL."""
+    mods = list(val)
+    best, best_alpha = np.inf, {m: 1.0 for m in mods}
+    for values in np.array(np.meshgrid(*[grid] * len(mods))).reshape(len(mods), -1).T:
+        alpha = dict(zip(mods, 1 / values))
+        nll = _nll(combine(val, bias, alpha), labels)
+        if nll < best - 1e-12:
+            best, best_alpha = nll, alpha
+    return best_alpha
+
+
+def standardise_weights(val: Contributions) -> dict[str, float]:
+    """Per-modality standardisation: divide each modality's contributions by their validation std."""
+    return {m: 1 / max(float(c.std()), 1e-12) for m, c in val.items()}
+
+
+def norm_equalisation(row_norms: dict[str, np.ndarray], per_class: bool) -> dict[str, np.ndarray | float]:
+    """Rescale each modality's block of W to the mean norm over modalities: globally (Frobenius norms) or
+    per class (row norms). Uses the weights only: nothing is fitted."""
+    if per_class:
+        mean = np.mean([r for r in row_norms.values()], axis=0)
+        return {m: mean / np.maximum(r, 1e-12) for m, r in row_norms.items()}
+    overall = {m: float(np.sqrt((r**2).sum())) for m, r in row_norms.items()}
+    mean = float(np.mean(list(overall.values())))
+    return {m: mean / max(v, 1e-12) for m, v in overall.items()}
+
+
+def fit_class_weights(val: Contributions, bias: np.ndarray, labels: np.ndarray, l2: float = 1e-2,
+                      iters: int = 200) -> dict[str, np.ndarray]:
+    """Capability-aware allocation: per-class, per-modality weights alpha_{c,m} = exp(theta_{c,m}) that minimise
+    validation cross-entropy + l2 * ||theta||^2 (L-BFGS from alpha = 1)."""
+    mods = list(val)
+    c = torch.stack([torch.from_numpy(val[m]).double() for m in mods])           # (M, N, C)
+    b, y = torch.from_numpy(bias).double(), torch.from_numpy(labels).long()
+    theta = torch.zeros(len(mods), c.shape[2], dtype=torch.double, requires_grad=True)
+    optimizer = torch.optim.LBFGS([theta], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits = (theta.exp()[:, None, :] * c).sum(0) + b
+        loss = torch.nn.functional.cross_entropy(logits, y) + l2 * (theta**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    alpha = theta.detach().exp().numpy()
+    return {m: alpha[i] for i, m in enumerate(mods)}
+
+
+Remedy = Callable[[Contributions, np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray | float]]
+
+REMEDIES: dict[str, Remedy] = {
+    "temperature": lambda val, bias, labels, norms: temperature_weights(val, bias, labels),
+    "standardise": lambda val, bias, labels, norms: standardise_weights(val),
+    "norm_equal_global": lambda val, bias, labels, norms: norm_equalisation(norms, per_class=False),
+    "norm_equal_per_class": lambda val, bias, labels, norms: norm_equalisation(norms, per_class=True),
+    "class_weights": lambda val, bias, labels, norms: fit_class_weights(val, bias, labels),
+}
