@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from avbias.data import cremad, synthetic
-from avbias.data.datasets import CREMAD_EMOTIONS
 
 
 def cremad_table(root: Path, synth: dict, clips: int, workers: int, repeat: int = 1) -> pd.DataFrame:
     """Generate about `clips` clips (whole actors) under root; list each `repeat` times under distinct ids."""
+    from avbias.data import cremad, synthetic
+    from avbias.data.datasets import CREMAD_EMOTIONS
+
     actors = max(1, clips // (6 * synth["num_sentences"]))
     plan = synthetic.generate(root, {**synth, "num_actors": actors}, "cremad", workers=workers)
     table = cremad.clips_table(root, [c.clip_id for c in plan])

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from avbias.errors import ParamsError
@@ -63,12 +62,14 @@ def load_params(*paths: str | Path) -> dict[str, Any]:
     return params
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
+def _key_path(error: "jsonschema.ValidationError") -> str:  # noqa: F821
     return ".".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
 def validate_params(params: dict[str, Any], source: str = "params") -> None:
     """Raise ParamsError naming the first offending key; check names against the registries."""
+    import jsonschema   # here, not at the top: training imports this module and needs no validator
+
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
@@ -132,6 +133,8 @@ def parse_params_json(text: str, stage: str) -> dict[str, Any]:
     missing = [g for g in STAGE_PARAMS[stage] if g not in data]
     if missing:
         raise ParamsError(f"--params: stage {stage!r} needs the groups {missing}")
+    import jsonschema
+
     # The same schema, asking only for the groups this stage reads.
     schema = dict(yaml.safe_load(SCHEMA_PATH.read_text()), required=list(STAGE_PARAMS[stage]))
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
