@@ -35,7 +35,7 @@ lint: install
 
 # Regenerate the lock file after changing pyproject.toml (universal: Linux/macOS, CPU/GPU wheels alike).
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --quiet -o requirements.lock
 
 clean-demo:
 	rm -rf data/demo results/demo logs/demo

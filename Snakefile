@@ -53,6 +53,8 @@ rule analyse_all:
         stage_targets("analyse"),
 
 
+# Light rules run on the submitting host under a cluster executor; so does acquire, which downloads
+# (compute nodes often have no internet). Extraction and training are submitted with their resources.
 localrules:
     all,
     acquire_all,
@@ -60,3 +62,7 @@ localrules:
     extract_all,
     train_all,
     analyse_all,
+    acquire,
+    manifest,
+    analyse,
+    report,

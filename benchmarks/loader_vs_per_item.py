@@ -7,8 +7,11 @@ a torch DataLoader batches it. avbias: the training loader (`avbias.features.loa
 memory, on the GPU when there is one) and its batched augmentation (`visual_inputs`: frame window,
 RandomResizedCrop 224 + flip as one grid_sample, normalisation), spectrograms cast to float32.
 Both: batch 64, the same worker count for the baseline's DataLoader, samples/s over 2 epochs after a warm-up.
+With --random-files (no ffmpeg needed, e.g. on a GPU machine): random 16 kHz wavs (1.3-5 s) and random
+480x360 JPEGs for the baseline, random shards of the recipe's shapes for avbias; same counts, same work.
 
     python benchmarks/loader_vs_per_item.py --clips 72 --workers 2
+    python benchmarks/loader_vs_per_item.py --clips 288 --repeat 1 --workers 16 --random-files   # GPU machine
 """
 
 from __future__ import annotations
@@ -25,10 +28,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from _common import cremad_table
-from avbias.config import REPO_ROOT, deep_merge, load_params
-from avbias.data.datasets import CREMAD_EMOTIONS
-from avbias.features.extract import extract_features
+from _common import cremad_table, random_features
 from avbias.features.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
 
 SIZE = 224
@@ -84,35 +84,64 @@ def rate(run_epoch, n: int, epochs: int = 2) -> float:
     return n * epochs / (time.perf_counter() - start)
 
 
+def random_items(tmp: Path, n: int) -> list[tuple[str, list[str], int]]:
+    """n clips of random content: a wav and 3 JPEG frames each, and shards whose train split holds n clips."""
+    rng = np.random.default_rng(0)
+    random_features(tmp / "features", int(np.ceil(n / 0.8)), (257, 188), SIZE, shard_size=128)
+    items = []
+    for i in range(n):
+        wav_path = tmp / f"{i:05d}.wav"
+        with wave.open(str(wav_path), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(16000)
+            wav.writeframes(rng.normal(0, 3000, int(16000 * rng.uniform(1.3, 5.0))).astype("<i2").tobytes())
+        jpgs = [str(tmp / f"{i:05d}_{k}.jpg") for k in range(3)]
+        for jpg in jpgs:
+            cv2.imwrite(jpg, rng.integers(0, 255, (360, 480, 3), dtype=np.uint8))
+        items.append((str(wav_path), jpgs, i % 6))
+    return items
+
+
+def extracted_items(tmp: Path, clips: int, repeat: int, workers: int) -> list[tuple[str, list[str], int]]:
+    """Synthetic CREMA-D-format clips extracted into shards; OGM-GE-style JPEG frames for the baseline."""
+    from avbias.config import REPO_ROOT, deep_merge, load_params
+    from avbias.data.datasets import CREMAD_EMOTIONS
+    from avbias.features.extract import extract_features
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    params["extract"] = deep_merge(params["extract"], {"frame_size": SIZE, "shard_size": 128})
+    table = cremad_table(tmp / "media", params["synth"], clips, workers, repeat)
+    extract_features(table, list(CREMAD_EMOTIONS), tmp / "features", params, "synth_cremad", workers)
+    # OGM-GE's preprocessing: frames extracted once to JPEG (1 fps; here the same 3 evenly spaced frames).
+    items = []
+    for row in table.itertuples(index=False):
+        folder = tmp / "jpg" / row.clip_id.split("#")[0]
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            capture = cv2.VideoCapture(row.video_path)
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            for k in range(3):
+                capture.set(cv2.CAP_PROP_POS_FRAMES, int((k + 0.5) * count / 3))
+                ok, frame = capture.read()
+                cv2.imwrite(str(folder / f"frame_{k:05d}.jpg"), frame)
+            capture.release()
+        items.append((row.audio_path, sorted(str(p) for p in folder.glob("*.jpg")), int(row.label)))
+    return items
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=72)
     parser.add_argument("--repeat", type=int, default=4, help="list each clip this often (both loaders)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--random-files", action="store_true", help="random wav/JPEG files and shards (no ffmpeg)")
     args = parser.parse_args()
     torch.set_num_threads(args.workers)
-    params = load_params(REPO_ROOT / "params.yaml")
-    params["extract"] = deep_merge(params["extract"], {"frame_size": SIZE, "shard_size": 128})
     with tempfile.TemporaryDirectory() as tmp:
-        table = cremad_table(Path(tmp) / "media", params["synth"], args.clips, args.workers, args.repeat)
-        extract_features(table, list(CREMAD_EMOTIONS), Path(tmp) / "features", params, "synth_cremad", args.workers)
-        # OGM-GE's preprocessing: frames extracted once to JPEG (1 fps; here the same 3 evenly spaced frames).
-        items = []
-        for row in table.itertuples(index=False):
-            folder = Path(tmp) / "jpg" / row.clip_id.split("#")[0]
-            if not folder.exists():
-                folder.mkdir(parents=True)
-                capture = cv2.VideoCapture(row.video_path)
-                count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-                for k in range(3):
-                    capture.set(cv2.CAP_PROP_POS_FRAMES, int((k + 0.5) * count / 3))
-                    ok, frame = capture.read()
-                    cv2.imwrite(str(folder / f"frame_{k:05d}.jpg"), frame)
-                capture.release()
-            items.append((row.audio_path, sorted(str(p) for p in folder.glob("*.jpg")), int(row.label)))
-        n = len(items)
-
+        items = (random_items(Path(tmp), args.clips * args.repeat) if args.random_files
+                 else extracted_items(Path(tmp), args.clips, args.repeat, args.workers))
         loader = torch.utils.data.DataLoader(PerItemDataset(items), batch_size=args.batch, shuffle=True,
                                              num_workers=args.workers, persistent_workers=args.workers > 0)
 
@@ -130,10 +159,10 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
-        baseline = rate(per_item_epoch, n)
-        ours = rate(ours_epoch, n)
-        print(f"{device.type}, {n} samples, batch {args.batch}, {args.workers} workers/threads: per-item loader {baseline:.0f} "
-              f"samples/s; avbias {ours:.0f} samples/s; ratio {ours / baseline:.1f}x")
+        baseline = rate(per_item_epoch, len(items))
+        ours = rate(ours_epoch, len(stream))
+        print(f"{device.type}, {len(items)} / {len(stream)} samples, batch {args.batch}, {args.workers} workers/threads: "
+              f"per-item loader {baseline:.0f} samples/s; avbias {ours:.0f} samples/s; ratio {ours / baseline:.1f}x")
 
 
 if __name__ == "__main__":

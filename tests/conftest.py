@@ -28,7 +28,8 @@ TINY: dict[str, Any] = {
                 "kinetics_sounds": {"duration_s": 2.0, "target_frames": 200, "num_frames": 2}},
     "model": {"width": 8},
     "train": {"epochs": 15, "batch_size": 16, "lr": 0.05, "lr_step": 12},
-    "resources": {"acquire_threads": 2, "extract_threads": 2, "train_threads": 1},
+    "resources": {"acquire_threads": 2, "extract_threads": 2, "train_threads": 1, "train_gpus": 0,
+                  "train_mem_mb": 1500, "extract_mem_mb": 1500, "train_runtime_min": 30, "extract_runtime_min": 30},
 }
 
 

@@ -61,6 +61,9 @@ def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from avbias.gpu import claim_gpu
+
+    claim_gpu(args.gpus)            # before torch initialises CUDA
     from avbias.train import train_run
 
     metrics = train_run(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads,
@@ -169,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-memory", choices=["auto", "true", "false"], default="auto",
                    help="hold each split in (GPU) memory; false: read the memory-mapped shards per batch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers when reading shards")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs this job may use (claims a free one on multi-GPU hosts)")
 
     p = stage("analyse", cmd_analyse, "decision-layer analysis of a dataset's runs")
     p.add_argument("--dataset", required=True)

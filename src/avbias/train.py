@@ -131,8 +131,9 @@ class Trainer:
         self.set_train_mode()
         train, method = self.data["train"], self.method
         order = torch.randperm(len(train), generator=self.generator)
-        losses, correct, seen, extras = [], 0, 0, {}
-        branch_correct = {m: 0 for m in method.modalities}
+        # Running sums stay on the device: no host synchronisation per step.
+        loss_sum, correct, seen, steps, extras = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0, 0, {}
+        branch_correct = {m: torch.zeros((), device=self.device) for m in method.modalities}
         for step, (idx, spec, frames, labels) in enumerate(train.batches(order, self.cfg["batch_size"])):
             if len(idx) < 2:        # BatchNorm cannot train on one sample
                 continue
@@ -143,16 +144,16 @@ class Trainer:
             for key, value in method.backward(self.model, output, labels, epoch, loss).items():
                 extras.setdefault(key, []).append(value)
             self.optimizer.step()
-            losses.append(loss.item())
-            seen += len(idx)
+            loss_sum += loss.detach().float()
+            seen, steps = seen + len(idx), steps + 1
             if output.logits.numel():
-                correct += int((output.logits.argmax(1) == labels).sum())
+                correct += (output.logits.argmax(1) == labels).sum()
             for m, z in output.modality_logits.items():
-                branch_correct[m] += int((z.argmax(1) == labels).sum())
+                branch_correct[m] += (z.argmax(1) == labels).sum()
         self.scheduler.step()
-        row = {"train_loss": float(np.mean(losses)), "train_acc": correct / max(seen, 1)}
+        row = {"train_loss": float(loss_sum) / max(steps, 1), "train_acc": float(correct) / max(seen, 1)}
         if len(method.modalities) > 1:
-            row.update({f"train_acc_{m}": c / max(seen, 1) for m, c in branch_correct.items()})
+            row.update({f"train_acc_{m}": float(c) / max(seen, 1) for m, c in branch_correct.items()})
         return row | {key: float(np.mean(v)) for key, v in extras.items()}
 
     def checkpoint_state(self, epoch: int, curve: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:

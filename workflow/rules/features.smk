@@ -7,6 +7,9 @@ rule extract:
         cfg=stage_params("extract"),
         manifest=subpath(input[0], parent=True),
     threads: THREADS["extract_threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: THREADS["extract_mem_mb"] * attempt,
+        runtime=THREADS["extract_runtime_min"],
     conda:
         ENV
     log:

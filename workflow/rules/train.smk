@@ -13,7 +13,11 @@ rule train:
         out=run_dir(),
     threads: THREADS["train_threads"]
     # Where the data lives and how many workers read it change no result: resources, not params.
+    # Local, SLURM and Kubernetes runs read the same numbers; memory grows with each retry.
     resources:
+        mem_mb=lambda wildcards, attempt: THREADS["train_mem_mb"] * attempt,
+        runtime=THREADS["train_runtime_min"],
+        gpu=THREADS["train_gpus"],
         loader_workers=THREADS["train_workers"],
         in_memory=THREADS["train_in_memory"],
     conda:
@@ -23,5 +27,5 @@ rule train:
     shell:
         "avbias train --params {params.cfg:q} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--seed {wildcards.seed} --features {input.features} --out {params.out} --threads {threads} "
-        "--pretrained {input.pretrained} --workers {resources.loader_workers} --in-memory {resources.in_memory} "
+        "--pretrained {input.pretrained} --workers {resources.loader_workers} --in-memory {resources.in_memory} --gpus {resources.gpu} "
         "> {log} 2>&1"

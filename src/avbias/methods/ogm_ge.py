@@ -33,7 +33,7 @@ class OGMGE(Method):
                 for p in model.encoders[m].parameters():
                     if p.grad is None or p.grad.dim() != 4:   # convolution kernels, as the authors' code
                         continue
-                    noise_std = p.grad.std().item() + 1e-8
+                    noise_std = p.grad.std() + 1e-8          # of the unscaled gradient, as the authors' code
                     p.grad.mul_(coeff)
                     if self.hparams["generalisation_enhancement"]:
                         p.grad.add_(torch.randn_like(p.grad) * noise_std)

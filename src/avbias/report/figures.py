@@ -219,6 +219,9 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
         return f"{a.dataset}: no external capability (human votes or generator SNRs) for this dataset."
     source = external["source"].iloc[0]
     ext = external[external["modality"].isin(a.modalities)].pivot_table(index="class", columns="modality", values="value")
+    if any(m not in ext for m in a.modalities):
+        _empty(path, f"{source}: not every modality measured")
+        return f"{a.dataset}: no per-class capability for every modality ({source} covers {list(ext.columns)})."
     ext_share = ext[first] / ext[a.modalities].sum(1)
     classes = list(dict.fromkeys(a.per_class["class"]))
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) * 2), 3.4))
