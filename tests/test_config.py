@@ -91,3 +91,11 @@ def test_params_command_writes_the_merged_file(tmp_path: Path) -> None:
     out = tmp_path / "merged.yaml"
     assert main(["params", str(REPO / "params.yaml"), str(REPO / "config" / "demo.yaml"), "--out", str(out)]) == 0
     assert load_params(out)["paths"]["results"] == "results/demo"
+
+
+def test_every_test_file_is_collected() -> None:
+    """pyproject's testpaths lists the test files longest first (for the two workers): none may be missing."""
+    import tomllib
+
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"]
+    assert sorted(listed) == sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py"))

@@ -78,7 +78,7 @@ def test_swapped_knobs_make_visual_dominant(tmp_path: Path) -> None:
 
 
 def test_every_method_trains_analyses_and_reports(tiny_pipeline: Path) -> None:
-    """Every registered method, 2 epochs, one seed, on the tiny pipeline's shards, through analysis and report."""
+    """Every registered method, 1 epoch, one seed, on the tiny pipeline's shards, through analysis and report."""
     import yaml
 
     from avbias.methods import METHODS
@@ -86,7 +86,7 @@ def test_every_method_trains_analyses_and_reports(tiny_pipeline: Path) -> None:
     project = tiny_pipeline
     (project / "all_methods.yaml").write_text(yaml.safe_dump({
         "paths": {"results": "results/all", "logs": "logs/all"},
-        "run": {"methods": sorted(METHODS), "seeds": [0]}, "train": {"epochs": 2}}))
+        "run": {"methods": sorted(METHODS), "seeds": [0]}, "train": {"epochs": 1}}))
     from conftest import run
 
     run(["snakemake", "all", "--cores", "2", "--configfile", "params.yaml", "tiny.yaml", "all_methods.yaml"], project)

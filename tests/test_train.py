@@ -141,7 +141,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path: Path, features: P
 
     from avbias.config import run_params_json
 
-    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 12}}
+    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 8}}
     cmd = [sys.executable, "-m", "avbias.cli", "train", "--params", run_params_json(params, "ogm_ge"),
            "--dataset", "synth_cremad", "--method", "ogm_ge", "--seed", "0", "--features", str(features)]
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, text=True)

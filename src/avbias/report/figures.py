@@ -70,8 +70,7 @@ def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
     key = f"weight_norm_{a.modalities[0]}" if a.modalities else None
     methods = [m for m in a.joint_methods if key in a.per_class and a.per_class.loc[a.per_class["method"] == m, key].notna().any()]
     if not methods:
-        _empty(path, "no joint runs with linear decision weights")
-        return f"{a.dataset}: no joint runs with linear decision weights."
+        return _no_data(a, path, "no joint runs with linear decision weights")
     cols = min(4, len(methods))
     rows_n = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
@@ -113,18 +112,19 @@ def validation_curves(a: DatasetAnalysis, path: Path) -> str:
     return f"{a.dataset}: validation accuracy per epoch (mean over seeds); the best epoch on validation is the one tested."
 
 
-def _empty(path: Path, text: str) -> None:
+def _no_data(a: DatasetAnalysis, path: Path, what: str) -> str:
+    """A placeholder figure (the report keeps one slot per figure) and its caption."""
     fig, ax = plt.subplots(figsize=(4, 1))
     ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    ax.text(0.5, 0.5, what, ha="center", va="center", fontsize=9)
     _save(fig, path)
+    return f"{a.dataset}: {what}."
 
 
 def feature_norm_histograms(a: DatasetAnalysis, path: Path) -> str:
     methods = [m for m in a.joint_methods if f"feature_norm_{a.modalities[0]}" in a.samples]
     if a.samples.empty or not methods:
-        _empty(path, "no joint runs")
-        return f"{a.dataset}: no joint runs."
+        return _no_data(a, path, "no joint runs")
     cols = min(4, len(methods))
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
@@ -146,8 +146,7 @@ def contribution_distributions(a: DatasetAnalysis, path: Path) -> str:
     methods = [m for m in a.joint_methods
                if not a.samples.empty and a.samples.loc[a.samples["method"] == m, f"true_contrib_{a.modalities[0]}"].notna().any()]
     if not methods:
-        _empty(path, "no joint runs with an additive head")
-        return f"{a.dataset}: no joint runs with an additive head."
+        return _no_data(a, path, "no joint runs with an additive head")
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.2 * len(methods) * 2), 3.4))
     for ax, (kind, title) in zip(axes, (("true_contrib", "to the true-class logit"), ("margin_contrib", "to the margin z_y - z_k"))):
         positions, data, colours = [], [], []
@@ -172,8 +171,7 @@ def contribution_distributions(a: DatasetAnalysis, path: Path) -> str:
 def who_decides_bars(a: DatasetAnalysis, path: Path) -> str:
     methods = [m for m in a.joint_methods if a.stat(m, f"decides_{a.modalities[0]}") is not None]
     if not methods:
-        _empty(path, "no joint runs")
-        return f"{a.dataset}: no joint runs."
+        return _no_data(a, path, "no joint runs")
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(methods)), 3.2))
     values = {m: ([a.stat(x, f"decides_{m}")[0] * 100 for x in methods], [a.stat(x, f"decides_{m}")[1] * 100 for x in methods])
               for m in a.modalities}
@@ -185,8 +183,7 @@ def who_decides_bars(a: DatasetAnalysis, path: Path) -> str:
 
 def persistence_plot(a: DatasetAnalysis, path: Path) -> str:
     if a.persistence.empty:
-        _empty(path, "no joint runs")
-        return f"{a.dataset}: no joint runs."
+        return _no_data(a, path, "no joint runs")
     measures = [m for m in ("weight_share", "logit_share", "decides_share", "shapley_share") if m in set(a.persistence["measure"])]
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(a.joint_methods)), 3.4))
     methods = list(dict.fromkeys(a.persistence["method"]))
@@ -215,13 +212,11 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
     snr = cap[cap["source"] == "generator SNR (dB)"] if not cap.empty else cap
     key = f"reliance_share_{first}"
     if external.empty or a.per_class.empty or key not in a.per_class:
-        _empty(path, "no external capability for this dataset")
-        return f"{a.dataset}: no external capability (human votes or generator SNRs) for this dataset."
+        return _no_data(a, path, "no external capability for this dataset")
     source = external["source"].iloc[0]
     ext = external[external["modality"].isin(a.modalities)].pivot_table(index="class", columns="modality", values="value")
     if any(m not in ext for m in a.modalities):
-        _empty(path, f"{source}: not every modality measured")
-        return f"{a.dataset}: no per-class capability for every modality ({source} covers {list(ext.columns)})."
+        return _no_data(a, path, f"{source}: not every modality measured")
     ext_share = ext[first] / ext[a.modalities].sum(1)
     classes = list(dict.fromkeys(a.per_class["class"]))
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) * 2), 3.4))
@@ -248,8 +243,7 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
 def per_class_heatmap(a: DatasetAnalysis, path: Path) -> str:
     pc = a.per_class
     if pc.empty:
-        _empty(path, "no runs")
-        return f"{a.dataset}: no runs."
+        return _no_data(a, path, "no runs")
     columns, labels = [], []
     for method in a.runs["method"].unique():
         rows = pc[pc["method"] == method].groupby("class", sort=False)
@@ -273,8 +267,7 @@ def per_class_heatmap(a: DatasetAnalysis, path: Path) -> str:
 
 def remedies_scatter(a: DatasetAnalysis, path: Path) -> str:
     if a.remedies_summary.empty:
-        _empty(path, "no joint runs with a linear head")
-        return f"{a.dataset}: no joint runs with a linear head."
+        return _no_data(a, path, "no joint runs with a linear head")
     s = a.remedies_summary
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for remedy in s["remedy"].unique():
