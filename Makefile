@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 DEMO := --configfile params.yaml config/demo.yaml
 
-.PHONY: demo test install lock lint clean-demo
+.PHONY: demo test test-cluster install lock lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The pipeline through a real single-node SLURM started here (installs slurm-wlm and munge with apt-get
+# when missing and allowed; skips with the reason otherwise).
+test-cluster: install
+	$(BIN)/pytest -m cluster -n 0
 
 lint: install
 	$(BIN)/snakemake --lint $(DEMO)

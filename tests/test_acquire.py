@@ -156,7 +156,7 @@ def test_pipeline_from_loopback_mirror_to_report(mirror, tmp_path: Path) -> None
     root, layout = mirror
     with MirrorServer(root) as server:
         overrides = {
-            "run": {"datasets": ["cremad", "kinetics_sounds"], "seeds": [0]},
+            "run": {"datasets": ["cremad", "kinetics_sounds"], "methods": ["baseline"], "seeds": [0]},
             "acquire": acquire_overrides(layout, root, server.url),
             "splits": {"scheme": "literature"},
             "resources": {"download_retries": 1, "download_timeout_s": 10},

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_project, run, tool_env
 from slurm_cluster import ensure_installed, slurm_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def test_pipeline_runs_through_slurm_and_survives_a_killed_job(tmp_path: Path) -> None:
