@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
 
 Contributions = dict[str, np.ndarray]
 
@@ -54,25 +53,38 @@ def norm_equalisation(row_norms: dict[str, np.ndarray], per_class: bool) -> dict
 
 
 def fit_class_weights(val: Contributions, bias: np.ndarray, labels: np.ndarray, l2: float = 1e-2,
-                      iters: int = 200) -> dict[str, np.ndarray]:
+                      iters: int = 2000, tol: float = 1e-7) -> dict[str, np.ndarray]:
     """Capability-aware allocation: per-class, per-modality weights alpha_{c,m} = exp(theta_{c,m}) that minimise
-    validation cross-entropy + l2 * ||theta||^2 (L-BFGS from alpha = 1)."""
+    validation cross-entropy + l2 * ||theta||^2, from alpha = 1, by gradient descent with backtracking (numpy:
+    a torch optimiser would import torch._dynamo, ~9 s per analyse job)."""
     mods = list(val)
-    c = torch.stack([torch.from_numpy(val[m]).double() for m in mods])           # (M, N, C)
-    b, y = torch.from_numpy(bias).double(), torch.from_numpy(labels).long()
-    theta = torch.zeros(len(mods), c.shape[2], dtype=torch.double, requires_grad=True)
-    optimizer = torch.optim.LBFGS([theta], max_iter=iters, line_search_fn="strong_wolfe")
+    c = np.stack([val[m] for m in mods]).astype(float)                     # (M, N, C)
+    onehot = np.eye(c.shape[2])[labels]
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = (theta.exp()[:, None, :] * c).sum(0) + b
-        loss = torch.nn.functional.cross_entropy(logits, y) + l2 * (theta**2).sum()
-        loss.backward()
-        return loss
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = (np.exp(theta)[:, None, :] * c).sum(0) + bias
+        z = logits - logits.max(1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = -(onehot * log_p).sum(1).mean() + l2 * (theta**2).sum()
+        g_logits = (np.exp(log_p) - onehot) / len(labels)                     # (N, C)
+        grad = np.exp(theta) * (g_logits[None] * c).sum(1) + 2 * l2 * theta
+        return loss, grad
 
-    optimizer.step(closure)
-    alpha = theta.detach().exp().numpy()
-    return {m: alpha[i] for i, m in enumerate(mods)}
+    theta = np.zeros((len(mods), c.shape[2]))
+    loss, grad = objective(theta)
+    step = 1.0
+    for _ in range(iters):
+        while step > 1e-12:                                                  # Armijo backtracking
+            candidate = theta - step * grad
+            new_loss, new_grad = objective(candidate)
+            if new_loss <= loss - 1e-4 * step * (grad**2).sum():
+                break
+            step /= 2
+        if loss - new_loss < tol:
+            theta = candidate
+            break
+        theta, loss, grad, step = candidate, new_loss, new_grad, step * 2
+    return {m: np.exp(theta[i]) for i, m in enumerate(mods)}
 
 
 Remedy = Callable[[Contributions, np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray | float]]
