@@ -1,8 +1,14 @@
 # avbias workflow: media -> manifest -> feature shards -> runs -> analysis -> report.
 # Rules only wire files to `avbias` subcommands; the logic lives in the package (src/avbias).
+# One rule file per stage (workflow/rules/<stage>.smk), each with its `<stage>_all` target for DVC.
 # Configuration: params.yaml, overridden by any --configfile given after it (e.g. config/demo.yaml).
 
+import sys
+
 from snakemake.utils import min_version, validate
+
+from avbias.config import SCHEMA_PATH, check_params
+from avbias.data.plan import acquisition_note
 
 min_version("9.0")
 
@@ -10,47 +16,29 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-validate(config, "workflow/schemas/params.schema.yaml")
+validate(config, str(SCHEMA_PATH))
+check_params(config)
+# Before a long download, say what it is, where it goes and how to use local copies instead.
+if note := acquisition_note(config):
+    print(note, file=sys.stderr)
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/acquire.smk"
-include: "workflow/rules/features.smk"
+include: "workflow/rules/manifest.smk"
+include: "workflow/rules/extract.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analyse.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        report_outputs(),
+        rules.report.output,
     default_target: True
-
-
-# One target per stage: each DVC stage runs `snakemake <stage>_all --allowed-rules <stage>`, so DVC and
-# Snakemake run the same jobs and DVC's stage still gets Snakemake's parallelism.
-rule acquire_all:
-    input:
-        stage_targets("acquire"),
-
-
-rule manifest_all:
-    input:
-        stage_targets("manifest"),
-
-
-rule extract_all:
-    input:
-        stage_targets("extract"),
-
-
-rule train_all:
-    input:
-        stage_targets("train"),
-
-
-rule analyse_all:
-    input:
-        stage_targets("analyse"),
 
 
 # Light rules run on the submitting host under a cluster executor; so does acquire, which downloads

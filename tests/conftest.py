@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "config", "workflow", "src", "pyproject.toml", ".gitignore"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "config", "workflow", "profiles", "src", "pyproject.toml", ".gitignore"]
 
 # Small enough that a whole pipeline (96 clips, 1 s of audio, 32 px frames, width-8 ResNets) runs in about
 # a minute on 2 cores, large enough that the strong modality is learned and the weak one is not.

@@ -10,6 +10,7 @@ import yaml
 from avbias.cli import main
 from avbias.config import STAGE_PARAMS, load_params, parse_params_json, stage_params_json
 from avbias.errors import ParamsError
+from avbias.methods import check_method_params, resolve_hyperparams
 from conftest import REPO, make_project, run
 
 
@@ -53,10 +54,42 @@ def test_unknown_method_and_dataset_are_rejected(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"run": {"methods": ["baseline", "ogm_gee"]}}))
     with pytest.raises(ParamsError, match="run.methods: unknown method 'ogm_gee'"):
-        load_params(REPO / "params.yaml", bad)
+        check_method_params(load_params(REPO / "params.yaml", bad))
     bad.write_text(yaml.safe_dump({"run": {"datasets": ["cremadd"]}}))
     with pytest.raises(ParamsError, match="run.datasets: unknown dataset 'cremadd'"):
         load_params(REPO / "params.yaml", bad)
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ({"ogm_ge": {"alpah": 0.5}}, r"methods.ogm_ge.alpah: unknown hyperparameter"),
+        ({"ogm_ge": {"alpha": "big"}}, r"methods.ogm_ge.alpha: expected float, got 'big'"),
+        ({"ogm_ge": {"coefficient": "paper"}}, r"methods.ogm_ge.coefficient: expected 'code' \| 'shifted'"),
+        ({"gblending": {"super_epoch": 2.5}}, r"methods.gblending.super_epoch: expected int"),
+        ({"pmr": {"by_dataset": {"cremad": {"momentun": 0.1}}}}, r"methods.pmr.by_dataset.cremad.momentun: unknown"),
+        ({"pmr": {"by_dataset": {"kinetics": {"alpha": 1.0}}}}, r"methods.pmr.by_dataset.kinetics: unknown dataset"),
+        ({"ogm": {"alpha": 1.0}}, r"methods.ogm: unknown method"),
+    ],
+)
+def test_method_hyperparameters_are_checked_against_their_dataclass(tmp_path: Path, methods: dict, message: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"methods": methods}))
+    with pytest.raises(ParamsError, match=message):
+        check_method_params(load_params(REPO / "params.yaml", bad))
+
+
+def test_per_dataset_values_override_the_defaults_most_specific_first() -> None:
+    params = {"methods": {"ogm_ge": {"alpha": 0.5, "by_dataset": {"kinetics_sounds": {"alpha": 0.1},
+                                                                  "synth_ks": {"modulation_ends": 9}}}}}
+    assert resolve_hyperparams("ogm_ge", params, "cremad").alpha == 0.5                # the method's block
+    assert resolve_hyperparams("ogm_ge", params, "kinetics_sounds").alpha == 0.1       # by dataset
+    ks = resolve_hyperparams("ogm_ge", params, "synth_ks")                             # by family, then name
+    assert (ks.alpha, ks.modulation_ends) == (0.1, 9)
+    assert resolve_hyperparams("ogm_ge", {}, "cremad").alpha == 0.8                    # the dataclass default
+    shipped = load_params(REPO / "params.yaml")
+    assert resolve_hyperparams("ogm_ge", shipped, "cremad").alpha == 0.8               # OGM-GE README
+    assert resolve_hyperparams("ogm_ge", shipped, "synth_ks").alpha == 0.1
 
 
 def test_stage_command_rejects_invalid_params_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,11 +104,12 @@ def test_stage_command_rejects_invalid_params_json(capsys: pytest.CaptureFixture
 
 def test_snakemake_rejects_bad_params_before_any_job(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    (project / "bad.yaml").write_text(yaml.safe_dump({"extract": {"n_fft": "512"}}))
-    proc = run(["snakemake", "-n", "--configfile", "params.yaml", "tiny.yaml", "bad.yaml"], project, check=False)
-    assert proc.returncode != 0
-    assert "n_fft" in proc.stdout + proc.stderr
-    assert not (project / "data").exists()
+    for bad, key in (({"extract": {"n_fft": "512"}}, "n_fft"), ({"methods": {"pmr": {"alhpa": 1}}}, "methods.pmr.alhpa")):
+        (project / "bad.yaml").write_text(yaml.safe_dump(bad))
+        proc = run(["snakemake", "-n", "--configfile", "params.yaml", "tiny.yaml", "bad.yaml"], project, check=False)
+        assert proc.returncode != 0
+        assert key in proc.stdout + proc.stderr
+        assert not (project / "data").exists()
 
 
 def test_dvc_stages_declare_exactly_the_params_they_read() -> None:

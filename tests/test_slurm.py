@@ -27,7 +27,7 @@ def test_pipeline_runs_through_slurm_and_survives_a_killed_job(tmp_path: Path) -
     project = make_project(tmp_path / "project", {"run": {"methods": ["baseline"], "seeds": [0]}, "train": {"epochs": 4}})
     with slurm_cluster(tmp_path / "slurm") as slurm_env:
         env = {**tool_env(), "SLURM_CONF": slurm_env["SLURM_CONF"]}
-        cmd = ["snakemake", "all", "--workflow-profile", "workflow/profiles/slurm", "--slurm-status-command", "squeue",
+        cmd = ["snakemake", "all", "--workflow-profile", "profiles/slurm", "--slurm-status-command", "squeue",
                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4",
                "--slurm-logdir", str(tmp_path / "slurm-logs"), "--configfile", "params.yaml", "tiny.yaml"]
         proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

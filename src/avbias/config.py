@@ -1,4 +1,7 @@
-"""Load params.yaml (+ overrides) and validate it with the schema Snakemake uses."""
+"""Load params.yaml (+ overrides) and validate it with the schema Snakemake uses.
+
+A leaf module: the Snakefile reads it, so it imports nothing heavier than the schema validator.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from avbias.errors import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The package is installed editable from the repository, so Snakemake and avbias read one schema file.
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "params.schema.yaml"   # package data
 
 # The params groups each stage reads. dvc.yaml declares the same groups (a test checks it), and the
 # Snakemake rules pass exactly these to the CLI, so both tools rerun a stage when one of them changes.
@@ -76,20 +79,17 @@ def validate_params(params: dict[str, Any], source: str = "params") -> None:
     if errors:
         lines = [f"  {_key_path(e)}: {e.message}" for e in errors[:10]]
         raise ParamsError(f"{source}: invalid parameters:\n" + "\n".join(lines))
-    check_names(params, source)
+    check_params(params, source)
 
 
-def check_names(params: dict[str, Any], source: str = "params") -> None:
-    """Names the schema cannot know: datasets and methods live in the package's registries."""
-    from avbias.data.datasets import DATASETS
-    from avbias.methods import METHODS
+def check_params(params: dict[str, Any], source: str = "params") -> None:
+    """What the schema cannot express: dataset names (the registry) and relations between keys. Method
+    names and hyperparameters are checked against the method registry (avbias.methods.check_method_params)."""
+    from avbias.data.datasets import DATASETS   # a table of names: importing it costs nothing
 
     for name in params["run"]["datasets"]:
         if name not in DATASETS:
             raise ParamsError(f"{source}: run.datasets: unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    for name in params["run"]["methods"]:
-        if name not in METHODS:
-            raise ParamsError(f"{source}: run.methods: unknown method {name!r}; registered: {sorted(METHODS)}")
     for dataset in ("cremad", "kinetics_sounds"):
         cfg = params["acquire"][dataset]
         if dataset in params["run"]["datasets"] and cfg["source"] == "local" and not cfg["local_root"]:
@@ -104,20 +104,6 @@ def check_names(params: dict[str, Any], source: str = "params") -> None:
 def stage_params(params: dict[str, Any], stage: str) -> dict[str, Any]:
     """The groups a stage reads, as one dict (what the CLI receives)."""
     return {group: params[group] for group in STAGE_PARAMS[stage]}
-
-
-def run_params(params: dict[str, Any], method: str) -> dict[str, Any]:
-    """What one training run reads: model, train, and the hyperparameters of its method and of the
-    methods whose runs it builds on (so changing OGM-GE's alpha retrains OGM-GE runs only)."""
-    from avbias.methods import create_method
-
-    names = [method, *create_method(method, params).pretrained]
-    hparams = {name: params["methods"].get(name) for name in names if params["methods"].get(name) is not None}
-    return {"model": params["model"], "train": params["train"], "methods": hparams}
-
-
-def run_params_json(params: dict[str, Any], method: str) -> str:
-    return json.dumps(run_params(params, method), sort_keys=True)
 
 
 def stage_params_json(params: dict[str, Any], stage: str) -> str:

@@ -9,6 +9,7 @@ later parameter changes are seen by both.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import shutil
@@ -16,8 +17,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from avbias.config import load_params, run_params
-from avbias.methods import METHODS
+from avbias.config import load_params
+from avbias.layout import run_dir
+from avbias.methods import METHODS, run_params
 from avbias.errors import AvbiasError
 from avbias.io import read_json
 
@@ -119,10 +121,11 @@ def prune_stale_runs(params_file: str, runs_root: str | Path) -> list[Path]:
     """
     params = load_params(params_file)
     stale = []
-    for metrics_path in sorted(Path(runs_root).glob("*/*/seed*/metrics.json")):
-        method = metrics_path.parent.parent.name
+    pattern = run_dir(str(Path(runs_root).parent), "*", "*", "*") + "/metrics.json"
+    for metrics_path in sorted(Path(p) for p in glob.glob(pattern)):
+        dataset, method = metrics_path.parent.parent.parent.name, metrics_path.parent.parent.name
         recorded = read_json(metrics_path).get("params")
-        if method not in METHODS or recorded != run_params(params, method):
+        if method not in METHODS or recorded != run_params(params, method, dataset):
             stale.append(metrics_path.parent)
             shutil.rmtree(metrics_path.parent)
     if stale:

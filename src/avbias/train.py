@@ -1,6 +1,8 @@
 """The one training loop. Methods hook in (loss, gradients, schedule); everything else is shared.
 
-Selection is on the validation split; the selected checkpoint is evaluated on test exactly once. Each
+Selection (train.selection) is on the validation split by default, and the selected checkpoint's test
+accuracy is the headline figure. Because the literature picks its best epoch on test, every run also
+records the best test accuracy over epochs, labelled as that optimistic protocol wherever it is shown. Each
 epoch ends with a checkpoint (model, optimiser, schedule, random states, method state), so an interrupted
 run resumes where it stopped and ends with the same metrics as an uninterrupted one.
 """
@@ -11,6 +13,7 @@ import contextlib
 import copy
 import csv
 import logging
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,9 @@ import numpy as np
 import torch
 
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
-from avbias.config import run_params
-from avbias.features.loader import Augment, BatchStream, visual_inputs
 from avbias.io import atomic_path, read_json, write_json
-from avbias.methods import Method, create_method
+from avbias.loader import Augment, BatchStream, visual_inputs
+from avbias.methods import Method, create_method, run_params
 from avbias.models.fusion import AVClassifier
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,16 @@ def resolve_device(name: str) -> torch.device:
 def make_optimizer(params: list[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
+    return optimizer(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a run was computed on: conclusions must not depend on it, the last digits may."""
+    return {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+            "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "python": platform.python_version(), "machine": platform.machine()}
 
 
 def summarise(pred: dict[str, np.ndarray], modalities: tuple[str, ...], num_classes: int) -> dict[str, Any]:
@@ -70,7 +81,8 @@ class Trainer:
         self.augment = Augment(cfg["frame_augment"], tuple(cfg["crop_scale"]))
         self.data = {s: BatchStream(features_dir, s, self.device, in_memory, num_workers) for s in ("train", "val", "test")}
         self.model = AVClassifier(method.modalities, self.num_classes, model_cfg["width"],
-                                  method.fusion or model_cfg["fusion"], method.aux_heads).to(self.device)
+                                  method.fusion or model_cfg["fusion"], method.aux_heads,
+                                  frame_pooling=cfg["frame_pooling"], head_init=model_cfg["head_init"]).to(self.device)
         load_pretrained_encoders(self.model, pretrained, method)
         if method.freeze_encoders:
             for p in self.model.encoders.parameters():
@@ -94,8 +106,8 @@ class Trainer:
             if self.cuda:
                 out["audio"] = out["audio"].contiguous(memory_format=torch.channels_last)
         if "visual" in modalities:
-            out["visual"] = visual_inputs(frames, self.cfg["frames_per_sample"], self.generator if train else None,
-                                          self.augment)
+            count = self.cfg["frames_per_sample"] if train else self.cfg["eval_frames"]
+            out["visual"] = visual_inputs(frames, count, self.generator if train else None, self.augment)
         return out
 
     def set_train_mode(self) -> None:
@@ -134,22 +146,25 @@ class Trainer:
         # Running sums stay on the device: no host synchronisation per step.
         loss_sum, correct, seen, steps, extras = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0, 0, {}
         branch_correct = {m: torch.zeros((), device=self.device) for m in method.modalities}
-        for step, (idx, spec, frames, labels) in enumerate(train.batches(order, self.cfg["batch_size"])):
-            if len(idx) < 2:        # BatchNorm cannot train on one sample
+        size = self.cfg["batch_size"]
+        for step, (idx, spec, frames, labels) in enumerate(train.batches(order, size)):
+            if len(idx) < 2 or (self.cfg["drop_last"] and len(idx) < size):   # BatchNorm cannot train on one sample
                 continue
-            with self.autocast():
-                output = self.model(self.inputs(spec, frames, method.step_modalities(step), train=True))
-                loss = method.loss(output, labels, epoch)
-            self.optimizer.zero_grad(set_to_none=True)
-            for key, value in method.backward(self.model, output, labels, epoch, loss).items():
-                extras.setdefault(key, []).append(value)
-            self.optimizer.step()
-            loss_sum += loss.detach().float()
-            seen, steps = seen + len(idx), steps + 1
-            if output.logits.numel():
-                correct += (output.logits.argmax(1) == labels).sum()
-            for m, z in output.modality_logits.items():
-                branch_correct[m] += (z.argmax(1) == labels).sum()
+            # One optimiser step per pass; MLA makes one pass per modality on every batch.
+            for modalities in method.step_modalities(step):
+                with self.autocast():
+                    output = self.model(self.inputs(spec, frames, modalities, train=True))
+                    loss = method.loss(output, labels, epoch)
+                self.optimizer.zero_grad(set_to_none=True)
+                for key, value in method.backward(self.model, output, labels, epoch, loss).items():
+                    extras.setdefault(key, []).append(value)
+                self.optimizer.step()
+                loss_sum += loss.detach().float()
+                seen, steps = seen + len(idx), steps + 1
+                if output.logits.numel():
+                    correct += (output.logits.argmax(1) == labels).sum()
+                for m, z in output.modality_logits.items():
+                    branch_correct[m] += (z.argmax(1) == labels).sum()
         self.scheduler.step()
         row = {"train_loss": float(loss_sum) / max(steps, 1), "train_acc": float(correct) / max(seen, 1)}
         if len(method.modalities) > 1:
@@ -175,6 +190,13 @@ class Trainer:
         self.method.load_state(state["method"])
 
 
+def best_test_over_epochs(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figure most papers report: the best test accuracy over all epochs (selected on test)."""
+    best = max(curve, key=lambda row: row["test_acc"])
+    return {"best_test_acc": best["test_acc"], "epoch": best["epoch"],
+            "label": "literature protocol: selected on test, optimistic"}
+
+
 def load_pretrained_encoders(model: AVClassifier, checkpoints: list[Path], method: Method) -> None:
     """Copy each pretrained run's encoder into the model (the method's `pretrained` runs, via the DAG)."""
     if len(checkpoints) != len(method.pretrained):
@@ -196,9 +218,9 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    method = create_method(method_name, params)
+    method = create_method(method_name, params, dataset)
     trainer = Trainer(method, Path(features_dir), params, seed, [Path(p) for p in pretrained or []], in_memory, num_workers)
-    recorded = run_params(params, method_name)
+    recorded = run_params(params, method_name, dataset)
     curve: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -218,12 +240,13 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         row.update(method.epoch_start(trainer.model, epoch, trainer))
         row.update(trainer.train_epoch(epoch))
         val = summarise(trainer.predict("val"), method.modalities, trainer.num_classes)
-        row.update({"val_loss": val["loss"], "val_acc": val["acc"], "lr": trainer.scheduler.get_last_lr()[0],
-                    "seconds": time.perf_counter() - started})
+        test_acc = summarise(trainer.predict("test"), method.modalities, trainer.num_classes)["acc"]
+        row.update({"val_loss": val["loss"], "val_acc": val["acc"], "test_acc": test_acc,
+                    "lr": trainer.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
         row.update({f"val_acc_{m}": val[f"acc_{m}"] for m in method.modalities if f"acc_{m}" in val})
         curve.append(row)
         log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-        if val["acc"] > best["val_acc"]:
+        if val["acc"] > best["val_acc"] or trainer.cfg["selection"] == "last":
             best = {"val_acc": val["acc"], "epoch": epoch, "state": copy.deepcopy(trainer.model.state_dict())}
         with atomic_path(checkpoint_path) as tmp:
             torch.save(trainer.checkpoint_state(epoch, curve, best) | {"params": recorded}, tmp)
@@ -235,7 +258,9 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         "dataset": dataset, "method": method_name, "seed": seed, "modalities": list(method.modalities),
         "fusion": trainer.model.fusion, "additive": trainer.model.head.additive,
         "classes": list(trainer.classes), "best_epoch": best["epoch"], "epochs": trainer.cfg["epochs"],
-        "val": val, "test": test,
+        "selection": trainer.cfg["selection"], "val": val, "test": test,
+        "literature": best_test_over_epochs(curve),
+        "environment": environment(trainer.device),
         "params": recorded,   # what this run was trained with (see share.prune_stale_runs)
     }
     _write_outputs(out_dir, trainer, outputs, metrics, curve)

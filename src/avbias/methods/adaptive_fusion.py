@@ -5,15 +5,22 @@ allocation can follow each modality's per-class capability instead of whichever 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from avbias.lazy import F, torch
 from avbias.methods.registry import Method, register
-from avbias.models.fusion import AVClassifier, ModelOutput
+
+if TYPE_CHECKING:
+    from avbias.models.fusion import AVClassifier, ModelOutput
 
 
 @register("adaptive_fusion")
 class AdaptiveFusionMethod(Method):
+    @dataclass(frozen=True)
+    class Hyperparams:
+        branch_weight: float = 1.0   # each modality's own cross-entropy beside the fused one (avbias; no published value)
+
     fusion = "adaptive"
 
     def setup(self, model: AVClassifier, trainer: object) -> None:
@@ -22,7 +29,7 @@ class AdaptiveFusionMethod(Method):
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         branches = self.head.branch_logits(output.features)
         branch_loss = sum(F.cross_entropy(z, labels) for z in branches.values())
-        return F.cross_entropy(output.logits, labels) + self.hparams["branch_weight"] * branch_loss
+        return F.cross_entropy(output.logits, labels) + self.hp.branch_weight * branch_loss
 
     def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:
         alpha = model.head.alpha().detach()

@@ -10,6 +10,6 @@ from avbias.methods.registry import Method, register
 @register("baseline_film", fusion="film")
 @register("baseline_gated", fusion="gated")
 class Baseline(Method):
-    def __init__(self, name: str, params: dict[str, Any], fusion: str | None = None) -> None:
-        super().__init__(name, params)
+    def __init__(self, name: str, params: dict[str, Any], dataset: str | None, fusion: str | None = None) -> None:
+        super().__init__(name, params, dataset)
         self.fusion = fusion

@@ -5,20 +5,22 @@ Heads: the fused head and one separate linear head per modality. Over a super-ep
 O = L_val - L_train (overfitting), dG = L_val(N) - L_val(N + n) (generalisation gained),
 dO = O(N + n) - O(N); w_k = dG_k / dO_k^2, normalised to sum to 1 (heads that did not generalise get 0).
 Losses are measured in eval mode on the whole train and validation splits at each super-epoch boundary.
+`unimodal_heads: fusion_blocks` routes the unimodal losses through the fusion head's per-modality blocks
+(W_m f_m + b/M) instead, as BalanceBenchmark does; that trains the decision layer this project measures.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from avbias.lazy import F, torch
 from avbias.methods.registry import Method, register
-from avbias.models.fusion import AVClassifier, ModelOutput
 
 if TYPE_CHECKING:
+    from avbias.models.fusion import AVClassifier, ModelOutput
     from avbias.train import Trainer
 
 HEADS = ("fused", "audio", "visual")
@@ -38,30 +40,38 @@ def blending_weights(train_start: dict[str, float], val_start: dict[str, float],
     return {k: v / total for k, v in raw.items()}
 
 
-def head_losses(pred: dict[str, np.ndarray]) -> dict[str, float]:
+def head_losses(pred: dict[str, np.ndarray], unimodal: str = "aux_logits") -> dict[str, float]:
+    """Cross-entropy of the fused logits and of each modality's unimodal logits (`aux_logits`: separate
+    heads; `logits`: the fusion head's blocks)."""
     labels = torch.from_numpy(pred["labels"])
-    logits = {"fused": pred["logits"], "audio": pred["aux_logits_audio"], "visual": pred["aux_logits_visual"]}
+    logits = {"fused": pred["logits"], "audio": pred[f"{unimodal}_audio"], "visual": pred[f"{unimodal}_visual"]}
     return {k: float(F.cross_entropy(torch.from_numpy(z), labels)) for k, z in logits.items()}
 
 
 @register("gblending")
 class GBlending(Method):
-    aux_heads = True
+    @dataclass(frozen=True)
+    class Hyperparams:
+        super_epoch: int = 10     # epochs between re-estimates (online G-Blend, the paper's Sec. 4)
+        unimodal_heads: Literal["separate", "fusion_blocks"] = "separate"   # fusion_blocks: BalanceBenchmark
+
     state_keys = ("weights", "last_losses")
 
-    def __init__(self, name: str, params: dict[str, Any]) -> None:
-        super().__init__(name, params)
+    def __init__(self, name: str, params: dict[str, Any], dataset: str | None = None) -> None:
+        super().__init__(name, params, dataset)
+        self.aux_heads = self.hp.unimodal_heads == "separate"
+        self.unimodal = "aux_logits" if self.aux_heads else "logits"
         self.weights = {k: 1 / len(HEADS) for k in HEADS}
         self.last_losses: tuple[dict[str, float], dict[str, float]] | None = None
 
     def epoch_start(self, model: AVClassifier, epoch: int, trainer: "Trainer") -> dict[str, float]:
-        if epoch % self.hparams["super_epoch"] == 0:
-            losses = head_losses(trainer.predict("train")), head_losses(trainer.predict("val"))
+        if epoch % self.hp.super_epoch == 0:
+            losses = tuple(head_losses(trainer.predict(split), self.unimodal) for split in ("train", "val"))
             if self.last_losses is not None:
                 self.weights = blending_weights(*self.last_losses, *losses)
             self.last_losses = losses
         return {f"weight_{k}": w for k, w in self.weights.items()}
 
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
-        logits = {"fused": output.logits, **output.aux_logits}
+        logits = {"fused": output.logits, **(output.aux_logits if self.aux_heads else output.modality_logits)}
         return sum(self.weights[k] * F.cross_entropy(logits[k], labels) for k in HEADS)

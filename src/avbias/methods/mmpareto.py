@@ -8,11 +8,14 @@ sum g_mm + g_uni when smaller, then multiplied by gamma (1.5, the authors' code)
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from avbias.lazy import F, torch
 from avbias.methods.registry import Method, encoder_params, register
-from avbias.models.fusion import AVClassifier, ModelOutput
+
+if TYPE_CHECKING:
+    from avbias.models.fusion import AVClassifier, ModelOutput
 
 
 def pareto_weights(g_mm: torch.Tensor, g_uni: torch.Tensor) -> tuple[float, float]:
@@ -35,6 +38,10 @@ def combine(g_mm: torch.Tensor, g_uni: torch.Tensor, k: tuple[float, float], gam
 
 @register("mmpareto")
 class MMPareto(Method):
+    @dataclass(frozen=True)
+    class Hyperparams:
+        gamma: float = 1.5   # the authors' code (main.py): the integrated gradient is multiplied by it
+
     aux_heads = True
 
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -59,6 +66,6 @@ class MMPareto(Method):
             enc = encoder_params(model, m)
             k = pareto_weights(torch.cat([g_mm[p].flatten() for p in enc]), torch.cat([g_uni[p].flatten() for p in enc]))
             for p in enc:
-                p.grad = combine(g_mm[p], g_uni[p], k, self.hparams["gamma"])
+                p.grad = combine(g_mm[p], g_uni[p], k, self.hp.gamma)
             logs[f"k_mm_{m}"] = k[0]
         return logs

@@ -3,25 +3,25 @@
 Class prototypes per modality (feature means of each class over a fraction of the train split, refreshed
 every epoch with momentum). Prototype logits are negative Euclidean distances to the prototypes. With
 rho = s_dominant / s_weak from the prototype scores (summed true-class probabilities), the loss inside the
-modulation window is CE(fused) + beta * PCE(weak) - mu * H(dominant prototype distribution), with
-beta = alpha * tanh(rho - 1) (the paper's coefficient; the authors' code switches alpha on and off) and the
-entropy term slowing the dominant modality (the paper's regulariser; absent from the authors' code).
-Defaults follow the authors' code: alpha 1, momentum 0.2, prototypes from 10% of the train split.
+modulation window is CE(fused) + beta * PCE(weak) - mu * H(dominant prototype distribution).
+Default (`weighting: switch`, mu 0): the authors' code, where the weak modality's prototype loss is switched
+fully on with weight alpha and the dominant one's off, and there is no entropy term. `weighting: continuous`
+(beta = alpha tanh(rho - 1)) and mu > 0 are the paper's variants. Values and sources: docs/methods.md.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from avbias.lazy import F, torch
 from avbias.methods.registry import Method, register, true_class_score
-from avbias.models.fusion import AVClassifier, ModelOutput
 
 if TYPE_CHECKING:
+    from avbias.models.fusion import AVClassifier, ModelOutput
     from avbias.train import Trainer
 
 
@@ -38,13 +38,22 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.
     return -torch.cdist(features.float(), prototypes.float())
 
 
-def pmr_loss_terms(proto_logits: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float
-                   ) -> tuple[str, str, float, torch.Tensor, torch.Tensor]:
-    """(dominant, weak, beta, weak PCE, dominant entropy) for one batch."""
+def pmr_coefficient(rho: float, alpha: float, weighting: str = "switch") -> float:
+    """Weight of the weak modality's prototype loss at score ratio rho = s_dominant / s_weak >= 1:
+    `switch` (authors' code) alpha when rho > 1, 0 when tied; `continuous` (paper) alpha tanh(rho - 1)."""
+    if weighting == "continuous":
+        return alpha * math.tanh(rho - 1)
+    return alpha if rho > 1 else 0.0
+
+
+def pmr_loss_terms(proto_logits: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float,
+                   weighting: str = "switch") -> tuple[str, str, float, torch.Tensor, torch.Tensor]:
+    """(dominant, weak, beta, weak PCE, dominant entropy) for one batch; the dominant modality's own
+    prototype loss has weight 0."""
     scores = {m: float(true_class_score(z.detach(), labels)) for m, z in proto_logits.items()}
     dominant, weak = sorted(scores, key=scores.get, reverse=True)
     rho = scores[dominant] / max(scores[weak], 1e-12)
-    beta = alpha * math.tanh(rho - 1)
+    beta = pmr_coefficient(rho, alpha, weighting)
     pce = F.cross_entropy(proto_logits[weak], labels)
     p = proto_logits[dominant].softmax(1)
     entropy = -(p * proto_logits[dominant].log_softmax(1)).sum(1).mean()
@@ -53,20 +62,30 @@ def pmr_loss_terms(proto_logits: dict[str, torch.Tensor], labels: torch.Tensor, 
 
 @register("pmr")
 class PMR(Method):
+    @dataclass(frozen=True)
+    class Hyperparams:
+        alpha: float = 1.0                 # main.py --alpha default (CREMA-D scripts: by_dataset in params.yaml)
+        momentum: float = 0.2              # main.py --momentum_coef default: prototype EMA
+        prototype_fraction: float = 0.1    # calculate_prototype: prototypes from a tenth of the train batches
+        modulation_starts: int = 0
+        modulation_ends: int = 70
+        weighting: Literal["switch", "continuous"] = "switch"   # continuous: the paper's alpha tanh(rho - 1)
+        mu: float = 0.0                    # entropy regulariser on the dominant modality (paper only)
+
     state_keys = ("prototypes",)
 
-    def __init__(self, name: str, params: dict[str, Any]) -> None:
-        super().__init__(name, params)
+    def __init__(self, name: str, params: dict[str, Any], dataset: str | None = None) -> None:
+        super().__init__(name, params, dataset)
         self.prototypes: dict[str, torch.Tensor] | None = None
         self.logged: dict[str, float] = {}
 
     def epoch_start(self, model: AVClassifier, epoch: int, trainer: "Trainer") -> dict[str, float]:
-        pred = trainer.predict("train", fraction=self.hparams["prototype_fraction"])
+        pred = trainer.predict("train", fraction=self.hp.prototype_fraction)
         num_classes = trainer.num_classes
         fresh = {m: torch.from_numpy(class_prototypes(pred[f"features_{m}"], pred["labels"], num_classes))
                  for m in self.modalities}
         if self.prototypes is not None:
-            k = self.hparams["momentum"]
+            k = self.hp.momentum
             fresh = {m: (1 - k) * fresh[m] + k * self.prototypes[m].cpu() for m in self.modalities}
         self.prototypes = {m: p.to(trainer.device) for m, p in fresh.items()}
         return {}
@@ -75,10 +94,10 @@ class PMR(Method):
         assert self.prototypes is not None
         loss = F.cross_entropy(output.logits, labels)
         proto = {m: prototype_logits(output.features[m], self.prototypes[m]) for m in self.modalities}
-        dominant, weak, beta, pce, entropy = pmr_loss_terms(proto, labels, self.hparams["alpha"])
+        dominant, weak, beta, pce, entropy = pmr_loss_terms(proto, labels, self.hp.alpha, self.hp.weighting)
         self.logged = {"beta": beta, f"dominant_is_{self.modalities[0]}": float(dominant == self.modalities[0])}
         if self.in_window(epoch):
-            loss = loss + beta * pce - self.hparams["mu"] * entropy
+            loss = loss + beta * pce - self.hp.mu * entropy
         return loss
 
     def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:

@@ -12,6 +12,6 @@ from avbias.methods.registry import Method, register
 class PretrainThenFuse(Method):
     pretrained = ("unimodal_audio", "unimodal_visual")
 
-    def __init__(self, name: str, params: dict[str, Any], freeze: bool) -> None:
-        super().__init__(name, params)
+    def __init__(self, name: str, params: dict[str, Any], dataset: str | None, freeze: bool) -> None:
+        super().__init__(name, params, dataset)
         self.freeze_encoders = freeze

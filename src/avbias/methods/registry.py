@@ -1,22 +1,35 @@
 """One registry of training methods: a method is one file that registers a Method subclass.
 
 The training loop (avbias.train) calls the hooks below; a method overrides only where it differs.
-A method's hyperparameters are `params["methods"][<name>]` (params.yaml, group `methods`).
+Hyperparameters are a frozen dataclass next to the method's code (`Method.Hyperparams`): its defaults are
+the authors' released values, each with its source. params.yaml `methods.<name>` overrides them, and
+`methods.<name>.by_dataset.<dataset or family>` overrides them for one dataset. Every key and type is
+checked against the dataclass (`check_method_params`), so a typo fails before any job runs.
+
+This module and the method files import torch lazily (avbias.lazy): the Snakefile reads the registry.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
-
-from avbias.models.fusion import AVClassifier, ModelOutput
+from avbias.errors import ParamsError
+from avbias.lazy import F, torch
 
 if TYPE_CHECKING:
+    from avbias.models.fusion import AVClassifier, ModelOutput
     from avbias.train import Trainer
 
-METHODS: dict[str, Callable[[dict[str, Any]], "Method"]] = {}
+METHODS: dict[str, Callable[..., "Method"]] = {}
+BY_DATASET = "by_dataset"
+
+
+@dataclass(frozen=True)
+class NoHyperparams:
+    """A method without hyperparameters."""
 
 
 def register(name: str, **fixed: Any) -> Callable[[type["Method"]], type["Method"]]:
@@ -25,23 +38,117 @@ def register(name: str, **fixed: Any) -> Callable[[type["Method"]], type["Method
     def wrap(cls: type[Method]) -> type[Method]:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
-        METHODS[name] = lambda params: cls(name, params, **fixed)
+        METHODS[name] = lambda params, dataset=None: cls(name, params, dataset, **fixed)
+        METHODS[name].spec = cls   # type: ignore[attr-defined]
         return cls
 
     return wrap
 
 
-def create_method(name: str, params: dict[str, Any]) -> "Method":
+def method_class(name: str) -> type["Method"]:
     try:
-        factory = METHODS[name]
+        return METHODS[name].spec   # type: ignore[attr-defined]
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; registered: {sorted(METHODS)}") from None
-    return factory(params)
+        raise ParamsError(f"unknown method {name!r}; registered: {sorted(METHODS)}") from None
+
+
+def create_method(name: str, params: dict[str, Any], dataset: str | None = None) -> "Method":
+    method_class(name)
+    return METHODS[name](params, dataset)
+
+
+def _family(dataset: str) -> str | None:
+    from avbias.data.datasets import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return spec.family if spec else None
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    return hint.__name__
+
+
+def _check_fields(cls: type, values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in hints:
+            known = sorted(hints) or "none"
+            raise ParamsError(f"{where}.{key}: unknown hyperparameter; {cls.__qualname__} has {known}")
+        if not _type_ok(value, hints[key]):
+            raise ParamsError(f"{where}.{key}: expected {_type_name(hints[key])}, got {value!r}")
+
+
+def method_overrides(params: dict[str, Any], name: str, dataset: str | None) -> dict[str, Any]:
+    """params.yaml's values for one method and dataset: the method's block, then by_dataset.<family>,
+    then by_dataset.<dataset> (the most specific wins)."""
+    block = dict((params.get("methods") or {}).get(name) or {})
+    by_dataset = block.pop(BY_DATASET, None) or {}
+    if dataset is not None:
+        for key in (_family(dataset), dataset):
+            if key in by_dataset and key is not None:
+                block.update(by_dataset[key])
+    return block
+
+
+def resolve_hyperparams(name: str, params: dict[str, Any], dataset: str | None) -> Any:
+    cls = method_class(name).Hyperparams
+    return cls(**method_overrides(params, name, dataset))
+
+
+def check_method_params(params: dict[str, Any], source: str = "params") -> None:
+    """Each `methods.<name>` block names a registered method and only its hyperparameters, well typed."""
+    from avbias.data.datasets import DATASETS
+
+    datasets = set(DATASETS) | {spec.family for spec in DATASETS.values()}
+    for name, block in (params.get("methods") or {}).items():
+        where = f"{source}: methods.{name}"
+        if name not in METHODS:
+            raise ParamsError(f"{where}: unknown method; registered: {sorted(METHODS)}")
+        block = dict(block or {})
+        by_dataset = block.pop(BY_DATASET, None) or {}
+        cls = method_class(name).Hyperparams
+        _check_fields(cls, block, where)
+        for dataset, values in by_dataset.items():
+            if dataset not in datasets:
+                raise ParamsError(f"{where}.{BY_DATASET}.{dataset}: unknown dataset; known: {sorted(datasets)}")
+            _check_fields(cls, values or {}, f"{where}.{BY_DATASET}.{dataset}")
+    run_methods = params["run"]["methods"]
+    for name in [] if run_methods == "all" else run_methods:
+        if name not in METHODS:
+            raise ParamsError(f"{source}: run.methods: unknown method {name!r}; registered: {sorted(METHODS)}")
+
+
+def run_methods(params: dict[str, Any]) -> list[str]:
+    """run.methods, with `all` meaning every registered method (a new method file joins the study)."""
+    methods = params["run"]["methods"]
+    return sorted(METHODS) if methods == "all" else list(methods)
+
+
+def run_params(params: dict[str, Any], method: str, dataset: str) -> dict[str, Any]:
+    """What one training run reads: model, train, and the resolved hyperparameters of its method and of
+    the methods whose runs it builds on (so changing OGM-GE's alpha retrains OGM-GE runs only; a changed
+    default in the code retrains too)."""
+    names = [method, *method_class(method).pretrained]
+    hparams = {name: dataclasses.asdict(resolve_hyperparams(name, params, dataset)) for name in names}
+    return {"model": params["model"], "train": params["train"], "methods": hparams}
 
 
 class Method:
     """Joint audio-visual training with cross-entropy on the fused logits: the hooks' defaults."""
 
+    Hyperparams: ClassVar[type] = NoHyperparams
     modalities: tuple[str, ...] = ("audio", "visual")
     fusion: str | None = None                 # None: params model.fusion
     aux_heads = False                         # separate unimodal linear heads beside the fusion head
@@ -49,21 +156,22 @@ class Method:
     freeze_encoders = False                   # train the decision layer only (linear probe)
     state_keys: tuple[str, ...] = ()          # attributes saved in the epoch checkpoint (resume)
 
-    def __init__(self, name: str, params: dict[str, Any]) -> None:
+    def __init__(self, name: str, params: dict[str, Any], dataset: str | None = None) -> None:
         self.name = name
         self.params = params
-        self.hparams: dict[str, Any] = params.get("methods", {}).get(name) or {}
+        self.hp = resolve_hyperparams(name, params, dataset)
 
-    def setup(self, model: AVClassifier, trainer: "Trainer") -> None:
+    def setup(self, model: AVClassifier, trainer: Trainer) -> None:
         """Once, after the model is built (and initialised from pretrained runs)."""
 
-    def epoch_start(self, model: AVClassifier, epoch: int, trainer: "Trainer") -> dict[str, float]:
+    def epoch_start(self, model: AVClassifier, epoch: int, trainer: Trainer) -> dict[str, float]:
         """Before each epoch's first step (e.g. refresh prototypes or loss weights); return values to log."""
         return {}
 
-    def step_modalities(self, step: int) -> tuple[str, ...]:
-        """The modalities encoded at this step (alternating methods train one at a time)."""
-        return self.modalities
+    def step_modalities(self, step: int) -> tuple[tuple[str, ...], ...]:
+        """The forward/backward passes of one batch, each the modalities it encodes (default: one pass with
+        all; MLA: one pass per modality, each followed by its own optimiser step)."""
+        return (self.modalities,)
 
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         return F.cross_entropy(output.logits, labels)
@@ -80,7 +188,7 @@ class Method:
 
     def in_window(self, epoch: int) -> bool:
         """Whether epoch lies in the method's modulation window [modulation_starts, modulation_ends]."""
-        return self.hparams.get("modulation_starts", 0) <= epoch <= self.hparams.get("modulation_ends", 10**9)
+        return getattr(self.hp, "modulation_starts", 0) <= epoch <= getattr(self.hp, "modulation_ends", 10**9)
 
     def state(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.state_keys}

@@ -49,16 +49,19 @@ class ResNet18(nn.Module):
 
 
 class ModalityEncoder(nn.Module):
-    """Audio: (B, 1, F, T) spectrograms. Visual: (B, T, 3, H, W) frames, folded into the batch, pooled over T."""
+    """Audio: (B, 1, F, T) spectrograms. Visual: (B, T, 3, H, W) frames, folded into the batch, pooled over T
+    (mean: the OGM-GE code's adaptive average pooling over time and space; max: over time, after the spatial mean)."""
 
-    def __init__(self, modality: str, width: int) -> None:
+    def __init__(self, modality: str, width: int, frame_pooling: str = "mean") -> None:
         super().__init__()
         self.modality = modality
+        self.frame_pooling = frame_pooling
         self.net = ResNet18(IN_CHANNELS[modality], width)
         self.out_dim = self.net.out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.modality == "visual":
             b, t = x.shape[:2]
-            return self.net(x.flatten(0, 1)).view(b, t, -1).mean(dim=1)
+            per_frame = self.net(x.flatten(0, 1)).view(b, t, -1)
+            return per_frame.amax(dim=1) if self.frame_pooling == "max" else per_frame.mean(dim=1)
         return self.net(x)

@@ -202,7 +202,7 @@ class AVClassifier(nn.Module):
     """One encoder per modality (one or two), a fusion head, and optional separate unimodal heads."""
 
     def __init__(self, modalities: tuple[str, ...], num_classes: int, width: int, fusion: str = "concat",
-                 aux_heads: bool = False) -> None:
+                 aux_heads: bool = False, frame_pooling: str = "mean", head_init: str = "xavier_normal") -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"model.fusion: unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
@@ -210,10 +210,15 @@ class AVClassifier(nn.Module):
             fusion = "concat"          # one modality: a plain linear head
         self.modalities = modalities
         self.fusion = fusion
-        self.encoders = nn.ModuleDict({m: ModalityEncoder(m, width) for m in modalities})
+        self.encoders = nn.ModuleDict({m: ModalityEncoder(m, width, frame_pooling) for m in modalities})
         dims = {m: self.encoders[m].out_dim for m in modalities}
         self.head = FUSIONS[fusion](dims, num_classes)
         self.aux = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()}) if aux_heads else None
+        if head_init == "xavier_normal":   # the OGM-GE code's weight_init: every linear layer, zero bias
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_normal_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
         """Encode the modalities present in `inputs`; the head runs when all are present or it is shared."""
