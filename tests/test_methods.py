@@ -1,4 +1,5 @@
-"""Each training method's math against hand-computed values on tiny tensors, and the gradients it changes."""
+"""Golden tests: each training method's core formula against values computed by hand from the reference
+formula (the authors' released code, docs/methods.md), on tiny tensors, and the gradients it changes."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from avbias.methods.gblending import blending_weights
 from avbias.methods.mla import update_projector
 from avbias.methods.mmpareto import combine, pareto_weights
 from avbias.methods.ogm_ge import ogm_ge_coefficients
-from avbias.methods.pmr import class_prototypes, pmr_loss_terms, prototype_logits
+from avbias.methods.pmr import class_prototypes, pmr_coefficient, pmr_loss_terms, prototype_logits
 from avbias.models.fusion import AVClassifier, uncertainty_weights
 
 HPARAMS = {"ogm_ge": {"alpha": 0.8, "modulation_starts": 0, "modulation_ends": 50, "generalisation_enhancement": False},
            "mmpareto": {"gamma": 1.5}}
+# OGM-GE's k = 1 - tanh(alpha rho) at alpha 0.8 (Eq. 10 and main.py), computed by hand to 4 digits.
+OGM_GE_GOLDEN = {1.01: 0.3315, 1.2: 0.2557, 1.5: 0.1663, 2.0: 0.0783, 3.0: 0.0163}
 
 
 def batch(seed: int = 0, n: int = 6) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -27,11 +30,20 @@ def batch(seed: int = 0, n: int = 6) -> tuple[dict[str, torch.Tensor], torch.Ten
     return inputs, torch.arange(n) % 3
 
 
-def test_ogm_ge_coefficients_by_hand() -> None:
-    coeffs = ogm_ge_coefficients({"audio": 6.0, "visual": 3.0}, alpha=0.8)       # rho = 2
-    assert coeffs == {"audio": pytest.approx(1 - math.tanh(0.8)), "visual": 1.0}
-    coeffs = ogm_ge_coefficients({"audio": 2.0, "visual": 2.5}, alpha=0.5)       # visual dominant, rho = 1.25
-    assert coeffs == {"visual": pytest.approx(1 - math.tanh(0.125)), "audio": 1.0}
+@pytest.mark.parametrize(("rho", "k"), OGM_GE_GOLDEN.items())
+def test_ogm_ge_coefficient_golden_values(rho: float, k: float) -> None:
+    audio_dominant = ogm_ge_coefficients({"audio": rho, "visual": 1.0}, alpha=0.8)
+    assert audio_dominant == {"audio": pytest.approx(k, abs=5e-5), "visual": 1.0}
+    visual_dominant = ogm_ge_coefficients({"audio": 2.0, "visual": 2.0 * rho}, alpha=0.8)
+    assert visual_dominant == {"audio": 1.0, "visual": pytest.approx(k, abs=5e-5)}
+
+
+def test_ogm_ge_coefficient_jumps_at_one_and_shifted_ablation_does_not() -> None:
+    # The code's else-branch: a tie modulates audio by 1 - tanh(0.8) = 0.3360 (no modality keeps k = 1 below).
+    assert ogm_ge_coefficients({"audio": 1.0, "visual": 1.0}, 0.8) == {"audio": pytest.approx(0.33596, abs=5e-5), "visual": 1.0}
+    shifted = ogm_ge_coefficients({"audio": 1.01, "visual": 1.0}, 0.8, coefficient="shifted")
+    assert shifted == {"audio": pytest.approx(1 - math.tanh(0.8 * 0.01)), "visual": 1.0}      # 0.9920, no jump
+    assert ogm_ge_coefficients({"audio": 1.0, "visual": 1.0}, 0.8, coefficient="shifted")["audio"] == 1.0
 
 
 def test_ogm_ge_scales_the_dominant_encoders_conv_gradients_only() -> None:
@@ -79,13 +91,25 @@ def test_pmr_prototypes_and_loss_terms_by_hand() -> None:
     strong = prototype_logits(torch.tensor([[1.0, 0.0], [0.0, 5.0]]), proto)     # on the prototypes
     weak = prototype_logits(torch.tensor([[0.5, 2.5], [0.5, 2.5]]), proto)       # half-way
     torch.testing.assert_close(strong, torch.tensor([[0.0, -math.sqrt(26)], [-math.sqrt(26), 0.0]]))
-    dominant, weak_name, beta, pce, entropy = pmr_loss_terms({"audio": strong, "visual": weak}, labels, alpha=1.0)
-    s_strong = 2 / (1 + math.exp(-math.sqrt(26)))
-    assert (dominant, weak_name) == ("audio", "visual")
-    assert beta == pytest.approx(math.tanh(s_strong / 1.0 - 1))                   # weak scores 0.5 + 0.5
+    # The authors' code: the weak modality's prototype loss switched fully on (weight alpha), the dominant's off.
+    dominant, weak_name, beta, pce, entropy = pmr_loss_terms({"audio": strong, "visual": weak}, labels, alpha=2.0)
+    assert (dominant, weak_name, beta) == ("audio", "visual", 2.0)
     assert float(pce) == pytest.approx(math.log(2))
     p = 1 / (1 + math.exp(-math.sqrt(26)))
     assert float(entropy) == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)), rel=1e-4)
+    # Swapped roles: visual dominant, audio weak.
+    assert pmr_loss_terms({"audio": weak, "visual": strong}, labels, alpha=2.0)[:3] == ("visual", "audio", 2.0)
+    # The paper's continuous coefficient: alpha tanh(rho - 1), rho = s_strong / s_weak (weak scores 0.5 + 0.5).
+    s_strong = 2 / (1 + math.exp(-math.sqrt(26)))
+    paper = pmr_loss_terms({"audio": strong, "visual": weak}, labels, alpha=2.0, weighting="continuous")[2]
+    assert paper == pytest.approx(2.0 * math.tanh(s_strong - 1))
+
+
+@pytest.mark.parametrize(("rho", "switch", "continuous"), [(1.0, 0.0, 0.0), (1.2, 0.6, 0.6 * math.tanh(0.2)),
+                                                            (3.0, 0.6, 0.6 * math.tanh(2.0))])
+def test_pmr_coefficient_switches_where_the_paper_is_continuous(rho: float, switch: float, continuous: float) -> None:
+    assert pmr_coefficient(rho, 0.6) == pytest.approx(switch)          # tie: both prototype losses off
+    assert pmr_coefficient(rho, 0.6, "continuous") == pytest.approx(continuous)
 
 
 def test_mmpareto_weights_and_rescaling_by_hand() -> None:
@@ -125,14 +149,19 @@ def test_mla_projector_and_uncertainty_fusion_by_hand() -> None:
     torch.testing.assert_close(p @ x, x / 26)                                # alpha x / (alpha + |x|^2)
     orth = torch.tensor([4.0, -3.0])
     torch.testing.assert_close(p @ orth, orth)                                 # orthogonal inputs untouched
-    confident, unsure = torch.tensor([[10.0, 0.0]]), torch.tensor([[0.0, 0.0]])
-    e = -(torch.softmax(confident, 1) * torch.log_softmax(confident, 1)).sum()
-    w = uncertainty_weights([confident, unsure])
-    expected = torch.softmax(torch.tensor([math.log(2) - float(e), 0.0]), 0)
-    torch.testing.assert_close(w[0], expected)
-    method = create_method("mla", {"methods": {"mla": {"gradient_modification": True, "owm_alpha": 1.0}}})
-    assert [method.step_modalities(s) for s in range(1)] == [("audio",)]
-    assert method.fusion == "shared"
+    # Per-sample entropy weights (paper, BalanceBenchmark): a = [2, 0.5, 0.1], v = [0.3, 0.2, 0.1].
+    a, v = torch.tensor([[2.0, 0.5, 0.1]]), torch.tensor([[0.3, 0.2, 0.1]])
+    torch.testing.assert_close(uncertainty_weights([a, v])[0], torch.tensor([0.5811906, 0.4188094]))
+    # The released code's batch form: one entropy per modality, softmax over the batch dimension.
+    a = torch.tensor([[2.0, 0.5, 0.1], [0.0, 1.0, 0.2]])
+    v = torch.tensor([[0.3, 0.2, 0.1], [0.1, 0.2, 0.3]])
+    w = uncertainty_weights([a, v], per_batch=True)
+    torch.testing.assert_close(w, torch.tensor([[0.5864748, 0.4135252]] * 2))
+    method = create_method("mla", {})
+    assert method.step_modalities(0) == (("audio",), ("visual",))              # both steps on every batch
+    assert (method.hp.projection, method.hp.test_fusion, method.fusion) == ("none", "batch_entropy", "shared")
+    alternate = create_method("mla", {"methods": {"mla": {"schedule": "alternate"}}})
+    assert [alternate.step_modalities(s) for s in range(2)] == [(("audio",),), (("visual",),)]
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "film", "gated", "shared"])
@@ -145,3 +174,33 @@ def test_fusion_heads(fusion: str) -> None:
     assert torch.allclose(total, out.logits, atol=1e-5) == model.head.additive
     weights = model.head.decision_weights()
     assert (weights is None) == (fusion in ("film", "gated"))
+
+
+def test_visual_frames_are_all_seen_and_mean_pooled() -> None:
+    """Kinetics-Sounds in the OGM-GE code: 3 frames per clip, encoded one by one, average-pooled over time."""
+    from avbias.loader import Augment, visual_inputs
+
+    frames = torch.randint(0, 255, (2, 3, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = visual_inputs(frames, 3, None, Augment("none", (0.08, 1.0)))
+    assert x.shape == (2, 3, 3, 16, 16)                                        # (B, T = 3 frames, C, H, W)
+    torch.manual_seed(0)
+    model = AVClassifier(("visual",), 3, width=8).eval()
+    encoder = model.encoders["visual"]
+    per_frame = torch.stack([encoder.net(x[:, t]) for t in range(3)], 1)
+    torch.testing.assert_close(encoder(x), per_frame.mean(1))
+    encoder.frame_pooling = "max"
+    torch.testing.assert_close(encoder(x), per_frame.amax(1))
+    # Training on fixed frames (OGM-GE) gives the centred window; a random window may differ.
+    g = torch.Generator().manual_seed(0)
+    fixed = visual_inputs(frames, 1, g, Augment("none", (0.08, 1.0)), random_window=False)
+    torch.testing.assert_close(fixed, visual_inputs(frames, 1, None, Augment("none", (0.08, 1.0))))
+
+
+def test_head_init_follows_the_ogm_ge_code() -> None:
+    torch.manual_seed(0)
+    model = AVClassifier(("audio", "visual"), 6, width=8)
+    assert torch.count_nonzero(model.head.fc.bias) == 0                        # zero bias (weight_init)
+    fan_in, fan_out = model.head.fc.weight.shape[1], model.head.fc.weight.shape[0]
+    assert float(model.head.fc.weight.detach().std()) == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.15)
+    torch.manual_seed(0)
+    assert torch.count_nonzero(AVClassifier(("audio", "visual"), 6, width=8, head_init="default").head.fc.bias) == 6

@@ -12,18 +12,19 @@ import torch
 import yaml
 
 from avbias.features.shards import MANIFEST, write_shard
+from avbias.errors import ParamsError
 from avbias.io import write_json
 from avbias.methods import METHODS, create_method, register
 from avbias.methods.registry import Method
 from avbias.models.fusion import AVClassifier
 from avbias.train import train_run
 
+SHIPPED = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
 PARAMS = {
-    "model": {"width": 8, "fusion": "concat"},
-    "train": {"epochs": 3, "batch_size": 8, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-              "weight_decay": 1e-4, "lr_step": 2, "lr_gamma": 0.1, "frames_per_sample": 1,
-              "frame_augment": "random_resized_crop", "crop_scale": [0.08, 1.0], "device": "cpu"},
-    "methods": yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["methods"],
+    "model": SHIPPED["model"] | {"width": 8},
+    "train": SHIPPED["train"] | {"epochs": 3, "batch_size": 8, "lr": 0.05, "lr_step": 2, "frames_per_sample": 1,
+                                 "frame_window": "random", "device": "cpu"},
+    "methods": SHIPPED["methods"],
 }
 
 
@@ -84,7 +85,7 @@ def test_registry() -> None:
     assert create_method("baseline", PARAMS).modalities == ("audio", "visual")
     with pytest.raises(ValueError, match="registered twice"):
         register("baseline")(Method)
-    with pytest.raises(KeyError, match="unknown method"):
+    with pytest.raises(ParamsError, match="unknown method 'nope'"):
         create_method("nope", PARAMS)
 
 
@@ -99,18 +100,32 @@ def test_concat_fusion_exposes_modality_logits() -> None:
     torch.testing.assert_close(out.logits, torch.cat([out.features["audio"], out.features["visual"]], 1) @ w.T + b)
 
 
-def test_every_method_trains_and_pretrained_runs_reuse_unimodal_encoders(tmp_path: Path, features: Path) -> None:
-    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 2}}
-    for name in sorted(METHODS):
-        pretrained = [tmp_path / m / "model.pt" for m in create_method(name, params).pretrained]
-        if name in ("pretrain_finetune", "linear_probe"):
-            continue
+# Each method's own mechanism, visible in its training curve.
+MECHANISM = {"ogm_ge": "coeff_audio", "gblending": "weight_fused", "pmr": "beta", "mmpareto": "k_mm_audio",
+             "adaptive_fusion": "alpha_audio"}
+
+
+def test_every_method_learns_and_pretrained_runs_reuse_unimodal_encoders(tmp_path: Path, features: Path) -> None:
+    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 3, "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.0}}
+    audio_path, visual_path = (tmp_path / m / "model.pt" for m in ("unimodal_audio", "unimodal_visual"))
+    for name in ["unimodal_audio", "unimodal_visual", *sorted(set(METHODS) - {"unimodal_audio", "unimodal_visual"})]:
+        pretrained = [audio_path, visual_path] if create_method(name, params).pretrained else []
         metrics = train_run("synth_cremad", name, 0, features, tmp_path / name, params, pretrained=pretrained)
-        assert 0 <= metrics["test"]["acc"] <= 1 and not (tmp_path / name / "checkpoint.pt").exists(), name
-    audio = torch.load(tmp_path / "unimodal_audio" / "model.pt", weights_only=False)["state_dict"]
-    for name in ("pretrain_finetune", "linear_probe"):
-        pretrained = [tmp_path / m / "model.pt" for m in ("unimodal_audio", "unimodal_visual")]
-        train_run("synth_cremad", name, 0, features, tmp_path / name, params, pretrained=pretrained)
+        curve = pd.read_csv(tmp_path / name / "curve.csv")
+        if pretrained:   # starts from trained encoders: below the from-scratch joint model's first epoch
+            baseline = pd.read_csv(tmp_path / "baseline" / "curve.csv")["train_loss"].iloc[0]
+            assert curve["train_loss"].iloc[0] < baseline, (name, curve["train_loss"].tolist(), baseline)
+        else:
+            assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0], (name, curve["train_loss"].tolist())
+        assert not (tmp_path / name / "checkpoint.pt").exists(), name
+        assert metrics["literature"]["best_test_acc"] >= metrics["test"]["acc"], name    # best over epochs, on test
+        assert metrics["selection"] == "val" and metrics["environment"]["threads"] >= 1
+        if name in MECHANISM:
+            assert curve[MECHANISM[name]].notna().all(), name
+        with np.load(tmp_path / name / "outputs.npz") as out:
+            assert ("test_logits_zero_audio_visual" in out) == (len(metrics["modalities"]) == 2), name
+    assert pd.read_csv(tmp_path / "unimodal_audio" / "curve.csv")["train_acc"].iloc[-1] > 0.5   # the label is audible
+    audio = torch.load(audio_path, weights_only=False)["state_dict"]
     probe = torch.load(tmp_path / "linear_probe" / "model.pt", weights_only=False)["state_dict"]
     # The linear probe trains the decision layer only: its encoders (and BatchNorm statistics) are the unimodal ones.
     for key, value in audio.items():
@@ -120,8 +135,33 @@ def test_every_method_trains_and_pretrained_runs_reuse_unimodal_encoders(tmp_pat
     assert not torch.equal(finetuned["encoders.audio.net.stem.0.weight"], audio["encoders.audio.net.stem.0.weight"])
     with pytest.raises(ValueError, match="needs the model.pt of runs"):
         train_run("synth_cremad", "linear_probe", 0, features, tmp_path / "x", params)
-    curve = pd.read_csv(tmp_path / "ogm_ge" / "curve.csv")
-    assert {"coeff_audio", "coeff_visual", "train_acc_audio", "val_acc_visual"} <= set(curve.columns)
+
+
+def test_mla_updates_each_encoder_once_per_batch_audio_then_visual(features: Path) -> None:
+    """The authors' MLA schedule: per batch, one audio step then one visual step (two optimiser steps)."""
+    from avbias.train import Trainer
+
+    trainer = Trainer(create_method("mla", PARAMS), features, PARAMS, seed=0, pretrained=[])
+    encoders = trainer.model.encoders
+    updated: list[tuple[str, ...]] = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args: object, **kwargs: object) -> object:
+        before = {m: [p.detach().clone() for p in encoders[m].parameters()] for m in encoders}
+        result = step(*args, **kwargs)
+        updated.append(tuple(m for m in encoders if any(not torch.equal(a, b) for a, b in
+                                                        zip(before[m], encoders[m].parameters()))))
+        return result
+
+    trainer.optimizer.step = recording_step
+    trainer.train_epoch(0)
+    batches = -(-32 // PARAMS["train"]["batch_size"])                          # 32 train clips
+    assert updated == [("audio",), ("visual",)] * batches
+    alternate = Trainer(create_method("mla", {"methods": {"mla": {"schedule": "alternate"}}}), features, PARAMS, 0, [])
+    steps = []
+    alternate.optimizer.step = lambda *a, **k: steps.append(1)
+    alternate.train_epoch(0)
+    assert len(steps) == batches                                               # one modality per batch: half the updates
 
 
 def test_results_do_not_depend_on_where_the_data_lives(tmp_path: Path, features: Path) -> None:
@@ -139,10 +179,10 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path: Path, features: P
     import sys
     import time
 
-    from avbias.config import run_params_json
+    from avbias.methods import run_params_json
 
     params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 8}}
-    cmd = [sys.executable, "-m", "avbias.cli", "train", "--params", run_params_json(params, "ogm_ge"),
+    cmd = [sys.executable, "-m", "avbias", "train", "--params", run_params_json(params, "ogm_ge", "synth_cremad"),
            "--dataset", "synth_cremad", "--method", "ogm_ge", "--seed", "0", "--features", str(features)]
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -153,12 +153,13 @@ class Augment:
 
 
 def visual_inputs(frames: torch.Tensor, frames_per_sample: int, generator: torch.Generator | None,
-                  augment: Augment) -> torch.Tensor:
+                  augment: Augment, random_window: bool = True) -> torch.Tensor:
     """uint8 frames (B, K, S, S, 3) -> normalised float (B, T, 3, S, S). With a generator (training): a random
-    window of T frames and the augmentation; without: the centred window, no augmentation."""
+    window of T frames (the centred one when not random_window: OGM-GE trains on fixed frames) and the
+    augmentation; without: the centred window, no augmentation."""
     b, k, size = frames.shape[0], frames.shape[1], frames.shape[2]
     t = min(frames_per_sample, k)
-    if generator is None:
+    if generator is None or not random_window:
         start = torch.full((b,), (k - t) // 2, dtype=torch.long)
     else:
         start = torch.randint(0, k - t + 1, (b,), generator=generator)

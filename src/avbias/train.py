@@ -107,7 +107,9 @@ class Trainer:
                 out["audio"] = out["audio"].contiguous(memory_format=torch.channels_last)
         if "visual" in modalities:
             count = self.cfg["frames_per_sample"] if train else self.cfg["eval_frames"]
-            out["visual"] = visual_inputs(frames, count, self.generator if train else None, self.augment)
+            count = frames.shape[1] if count == "all" else count
+            out["visual"] = visual_inputs(frames, count, self.generator if train else None, self.augment,
+                                          random_window=self.cfg["frame_window"] == "random")
         return out
 
     def set_train_mode(self) -> None:
@@ -116,9 +118,10 @@ class Trainer:
             self.model.encoders.eval()         # a linear probe keeps the pretrained BatchNorm statistics
 
     @torch.no_grad()
-    def predict(self, split: str, fraction: float = 1.0) -> dict[str, np.ndarray]:
+    def predict(self, split: str, fraction: float = 1.0, zeroed: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
         """Fused and per-modality logits and features of a split (eval mode, no augmentation); with
-        fraction < 1, of a random subset (drawn from the run's generator, so runs stay reproducible)."""
+        fraction < 1, of a random subset (drawn from the run's generator, so runs stay reproducible); with
+        `zeroed`, those modalities' inputs replaced by zeros and still encoded (BalanceBenchmark's Shapley)."""
         was_training = self.model.training
         self.model.eval()
         data = self.data[split]
@@ -127,8 +130,10 @@ class Trainer:
             order = torch.randperm(len(data), generator=self.generator)[: max(1, int(len(data) * fraction))].sort().values
         parts: dict[str, list[np.ndarray]] = {}
         for idx, spec, frames, labels in data.batches(order, self.cfg["batch_size"]):
+            inputs = self.inputs(spec, frames, self.method.modalities, train=False)
+            inputs.update({m: torch.zeros_like(inputs[m]) for m in zeroed})
             with self.autocast():
-                out = self.model(self.inputs(spec, frames, self.method.modalities, train=False))
+                out = self.model(inputs)
             arrays = {"logits": out.logits, "labels": labels}
             arrays.update({f"features_{m}": f for m, f in out.features.items()})
             arrays.update({f"logits_{m}": z for m, z in out.modality_logits.items()})
@@ -253,6 +258,10 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
 
     trainer.model.load_state_dict(best["state"])
     outputs = {s: trainer.predict(s) for s in ("val", "test")}
+    if len(method.modalities) > 1:   # coalitions of BalanceBenchmark's Shapley value: absent inputs zeroed
+        for absent in [*((m,) for m in method.modalities), method.modalities]:
+            zeroed = trainer.predict("test", zeroed=absent)
+            outputs["test"][f"logits_zero_{'_'.join(absent)}"] = zeroed["logits"]
     val, test = (summarise(outputs[s], method.modalities, trainer.num_classes) for s in ("val", "test"))
     metrics = {
         "dataset": dataset, "method": method_name, "seed": seed, "modalities": list(method.modalities),

@@ -23,15 +23,15 @@ if TYPE_CHECKING:
 
 
 def ogm_ge_coefficients(scores: dict[str, float], alpha: float, coefficient: str = "code") -> dict[str, float]:
-    """Gradient coefficient per modality: 1 - tanh(alpha rho) (`code`) or 1 - tanh(alpha (rho - 1))
-    (`shifted`) for the modality whose score ratio exceeds 1, and 1 for the other (both 1 when tied)."""
-    first, second = scores
-    coeffs = {first: 1.0, second: 1.0}
-    for dominant, other in ((first, second), (second, first)):
-        rho = scores[dominant] / max(scores[other], 1e-12)
-        if rho > 1:
-            coeffs[dominant] = 1 - math.tanh(alpha * (rho if coefficient == "code" else rho - 1))
-    return coeffs
+    """Gradient coefficient per modality, as the authors' code (main.py train_epoch) decides it: with the
+    scores of (first, second) = (audio, visual), the second is modulated when s_2 / s_1 > 1, else the first
+    with rho = s_1 / s_2 (so an exact tie modulates the first). k = 1 - tanh(alpha rho) (`code`, = Eq. 10) or
+    1 - tanh(alpha (rho - 1)) (`shifted`); the other modality keeps 1."""
+    (first, s_first), (second, s_second) = scores.items()
+    ratio = s_second / max(s_first, 1e-12)
+    dominant, rho = (second, ratio) if ratio > 1 else (first, s_first / max(s_second, 1e-12))
+    shift = 0.0 if coefficient == "code" else 1.0
+    return {first: 1.0, second: 1.0} | {dominant: 1 - math.tanh(alpha * (rho - shift))}
 
 
 @register("ogm_ge")

@@ -88,12 +88,16 @@ class SumFusion(FusionHead):
 class SharedFusion(FusionHead):
     """One head shared by all modalities (MLA, Zhang et al. CVPR 2024): z = sum_m lambda_m (W f_m + b).
 
-    Training uses lambda_m = 1/M; evaluation uses MLA's uncertainty-based dynamic fusion: per sample,
-    lambda_m = exp(e_max - e_m) / sum_k exp(e_max - e_k) with e_m the entropy of softmax(W f_m + b), so the
-    more certain modality weighs more. Modality m's logits are lambda_m (W f_m + b)."""
+    Training uses lambda_m = 1/M; evaluation uses MLA's uncertainty-based dynamic fusion,
+    lambda_m = exp(e_max - e_m) / sum_k exp(e_max - e_k), so the more certain modality weighs more, with
+    e_m the entropy of modality m's prediction (`test_fusion`): `sample_entropy` per sample (the paper,
+    BalanceBenchmark); `batch_entropy` one entropy per modality and evaluation batch, of the softmax over the
+    batch dimension (the released code's --dynamic); `fixed` lambda = 1/M (the released code without it).
+    Modality m's logits are lambda_m (W f_m + b)."""
 
-    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+    def __init__(self, dims: dict[str, int], num_classes: int, test_fusion: str = "sample_entropy") -> None:
         super().__init__(dims, num_classes)
+        self.test_fusion = test_fusion
         if len(set(dims.values())) != 1:
             raise ValueError(f"shared fusion needs equal feature sizes, got {dims}")
         self.fc = nn.Linear(next(iter(dims.values())), num_classes)
@@ -106,10 +110,11 @@ class SharedFusion(FusionHead):
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         own = {m: self.fc(features[m]) for m in self.modalities if m in features}
-        if self.training:
+        if self.training or self.test_fusion == "fixed":
             weights = {m: torch.full_like(z[:, :1], 1 / len(own)) for m, z in own.items()}
         else:
-            weights = dict(zip(own, uncertainty_weights(list(own.values())).unbind(1)))
+            per_batch = self.test_fusion == "batch_entropy"
+            weights = dict(zip(own, uncertainty_weights(list(own.values()), per_batch).unbind(1)))
             weights = {m: w[:, None] for m, w in weights.items()}
         per_modality = {m: weights[m] * z for m, z in own.items()}
         return sum(per_modality.values()), per_modality
@@ -143,9 +148,15 @@ class AdaptiveFusion(ConcatFusion):
         return sum(per_modality.values()), per_modality
 
 
-def uncertainty_weights(logits: list[torch.Tensor]) -> torch.Tensor:
-    """MLA's dynamic fusion weights (B, M) from each modality's prediction entropy."""
-    entropy = torch.stack([-(z.softmax(1) * z.log_softmax(1)).sum(1) for z in logits], 1)
+def uncertainty_weights(logits: list[torch.Tensor], per_batch: bool = False) -> torch.Tensor:
+    """MLA's dynamic fusion weights (B, M) from each modality's prediction entropy: per sample (softmax over
+    classes), or with per_batch one entropy per modality, of the softmax over the batch dimension summed
+    over all entries (the released code's calculate_entropy), shared by the batch's samples."""
+    if per_batch:
+        entropy = torch.stack([-(z.softmax(0) * z.log_softmax(0)).sum() for z in logits])[None, :]
+        entropy = entropy.expand(logits[0].shape[0], -1)
+    else:
+        entropy = torch.stack([-(z.softmax(1) * z.log_softmax(1)).sum(1) for z in logits], 1)
     return torch.softmax(entropy.max(1, keepdim=True).values - entropy, dim=1)
 
 
