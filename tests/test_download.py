@@ -3,22 +3,28 @@ nothing partial is ever marked done. Tar extraction against malicious archives."
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import io
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from avbias.data.archive import UnsafeArchiveError, extract_selected
-from avbias.data.download import DownloadPolicy, RemoteFile, VerifiedCache, download_all
-from avbias.errors import DataError
+from avbias.data.download import (CircuitBreaker, DownloadPolicy, RemoteFile, SystemicError, VerifiedCache,
+                                  download_all, systemic_kind, ways_forward)
+from avbias.errors import DataError, SourceUnreachableError
 from conftest import tool_env
 from http_mirror import MirrorServer
 
@@ -182,6 +188,149 @@ def test_killed_download_resumes_without_refetching(served) -> None:
     second = server.requests()[first_run:]
     assert not {Path(r.path).name for r in second} & done_before  # finished files are not fetched again
     assert any(r.range_start > 0 for r in second)                 # the partial one resumed
+
+
+# ---------------------------------------------------------------- systemic errors: preflight and breaker
+
+
+def http_error(code: int) -> urllib.error.HTTPError:
+    return urllib.error.HTTPError("http://h/x", code, http.client.responses.get(code, ""), {}, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("exc, kind", [
+    # What urlopen raises when the resolver fails (constructed here: nothing is resolved).
+    (urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known")), "dns"),
+    (urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")), "dns"),
+    (urllib.error.URLError(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")), "refused"),
+    (urllib.error.URLError(OSError(errno.ENETUNREACH, "Network is unreachable")), "unreachable"),
+    (urllib.error.URLError(OSError(errno.EHOSTUNREACH, "No route to host")), "unreachable"),
+    (urllib.error.URLError(TimeoutError("timed out")), "connect timeout"),
+    (urllib.error.URLError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+                                                           "failed: self-signed certificate in certificate chain")), "tls"),
+    (urllib.error.URLError(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")), "tls"),
+    (urllib.error.URLError(OSError("Tunnel connection failed: 407 Proxy Authentication Required")), "proxy"),
+    (http_error(401), "permission"), (http_error(403), "permission"), (http_error(407), "proxy"),
+    # Per-file faults: retried (or, for 404, failed alone) as before.
+    (TimeoutError("The read operation timed out"), None),                     # a stall after connecting
+    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), None),
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), None),
+    (http.client.IncompleteRead(b"x", 10), None),
+    (http_error(404), None), (http_error(429), None), (http_error(500), None), (http_error(503), None),
+    (urllib.error.URLError("unknown url type: ftp"), None),
+])
+def test_systemic_errors_are_told_from_per_file_faults(exc: BaseException, kind: str | None) -> None:
+    assert systemic_kind(exc) == kind
+
+
+def test_systemic_error_explains_host_and_cause() -> None:
+    dns = SystemicError("dns", "media.example.org", "gaierror: [Errno -2] Name or service not known")
+    assert "cannot resolve the host name media.example.org" in dns.explain()
+    assert "proxy or by the server (permission)" in SystemicError("permission", "h", "HTTP 403 Forbidden").explain()
+    assert "SSL_CERT_FILE" in SystemicError("tls", "h", "x").explain()
+
+
+def test_ways_forward_names_local_mirror_demo_and_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "http://user:secret@proxy:3128")
+    text = ways_forward("cremad", "a checkout", ["base_url"])
+    assert "acquire.cremad.source: local and acquire.cremad.local_root: a checkout" in text
+    assert "acquire.cremad.base_url" in text and "make demo" in text and "NO_PROXY" in text
+    assert "set here: HTTPS_PROXY" in text and "secret" not in text       # names only, never credentials
+
+
+def test_breaker_counts_distinct_files_of_one_error_and_resets_on_any_success() -> None:
+    refused = SystemicError("refused", "h:1", "refused")
+    breaker = CircuitBreaker(files=3, seconds=60.0)
+    assert not breaker.failed("a", refused) and not breaker.failed("a", refused)   # one file twice: one
+    assert not breaker.failed("b", refused)
+    breaker.ok()                                                                  # the network worked
+    assert not breaker.failed("c", refused) and not breaker.failed("d", refused)
+    assert not breaker.failed("e", SystemicError("dns", "h", "x"))               # another error: new streak
+    assert not breaker.failed("f", refused) and not breaker.failed("g", refused)
+    assert breaker.failed("h", refused) and breaker.tripped and breaker.error is refused
+    assert breaker.streak_files == 3
+    timed = CircuitBreaker(files=100, seconds=0.0)            # "seconds of nothing but that error"
+    assert not timed.failed("a", refused) and timed.failed("b", refused)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def many_files(tmp_path: Path, n: int) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "served"
+    (root / "m").mkdir(parents=True)
+    files = {}
+    for i in range(n):
+        data = f"file {i}\n".encode() * 50
+        (root / "m" / f"{i:03d}.bin").write_bytes(data)
+        files[f"m/{i:03d}.bin"] = hashlib.sha256(data).hexdigest()
+    return root, files
+
+
+def test_preflight_stops_at_the_first_refused_connection(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    store = tmp_path / "store"
+    specs = [RemoteFile(f"{url}/meta{i}.csv", store / f"meta{i}.csv") for i in range(3)]
+    start = time.monotonic()
+    with pytest.raises(SourceUnreachableError) as err:
+        download_all(specs, VerifiedCache(store / "v.json"), FAST, "Test set", store / "failed.txt", preflight=True,
+                     advice="Ways forward: here")
+    assert time.monotonic() - start < 5                                     # no backoff on a refused connection
+    message = str(err.value)
+    assert message.startswith(f"Test set: cannot download from 127.0.0.1:{url.rsplit(':', 1)[1]};")
+    assert "refused the connection" in message and "Ways forward: here" in message and "re-run resumes" in message
+    assert len((store / "failed.txt").read_text().splitlines()) == 3
+    assert not [p for p in store.rglob("*") if p.is_file() and p.name not in ("failed.txt", "v.json")]
+
+
+def test_dns_failure_stops_the_preflight_naming_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolver path end to end, with the resolver replaced: no DNS query leaves the machine."""
+    asked: list[str] = []
+
+    def no_such_host(host: str, *args: object, **kwargs: object) -> None:
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    store = tmp_path / "store"
+    specs = [RemoteFile(f"http://media.example.invalid/f{i}", store / f"f{i}") for i in range(3)]
+    with pytest.raises(SourceUnreachableError, match=r"cannot resolve the host name media.example.invalid \(gaierror"):
+        download_all(specs, VerifiedCache(store / "v.json"), FAST, "test", store / "failed.txt", preflight=True)
+    assert set(asked) == {"media.example.invalid"} and len(asked) <= 3      # each file tried once at most
+
+
+def test_breaker_stops_a_bulk_download_of_forbidden_files(tmp_path: Path) -> None:
+    root, files = many_files(tmp_path, 80)
+    with MirrorServer(root) as server:
+        for path in list(files)[10:]:
+            server.inject(path, "status", status=403, times=-1)
+        policy = DownloadPolicy(connections=2, retries=3, timeout_s=2.0, backoff_s=0.05)
+        with pytest.raises(SourceUnreachableError) as err:
+            fetch(server, files, tmp_path / "store", policy)
+        forbidden = [r for r in server.requests() if r.status == 403]
+        assert 20 <= len(forbidden) <= 20 + policy.connections             # each once, then the breaker
+        assert len({r.path for r in forbidden}) == len(forbidden)
+    message = str(err.value)
+    assert "20 files in a row failed with the same error" in message and "HTTP 403" in message
+    assert "proxy or by the server (permission)" in message
+    left = (tmp_path / "store/.avbias/failed.txt").read_text().splitlines()
+    assert len(left) == 70 and all("/m/" in line for line in left)
+    assert "10 files verified so far are kept; the 70 files left" in message
+
+
+def test_an_isolated_refused_connection_fails_alone(tmp_path: Path) -> None:
+    root, files = many_files(tmp_path, 6)
+    store = tmp_path / "store"
+    with MirrorServer(root) as server:
+        specs = remote_files(server, files, store)
+        specs.insert(3, RemoteFile(f"http://127.0.0.1:{closed_port()}/m/gone.bin", store / "m/gone.bin"))
+        with pytest.raises(DataError) as err:
+            download_all(specs, VerifiedCache(store / "v.json"), FAST, "test", store / "failed.txt", advice="Ways forward: x")
+    assert not isinstance(err.value, SourceUnreachableError)
+    assert "1 of 7 files failed" in str(err.value) and "Ways forward: x" in str(err.value)
+    assert_complete(files, store)
 
 
 # ---------------------------------------------------------------- tar extraction

@@ -11,3 +11,8 @@ class ParamsError(AvbiasError):
 
 class DataError(AvbiasError):
     """Input data is missing, malformed or fails verification."""
+
+
+class SourceUnreachableError(DataError):
+    """A download source cannot be reached or refuses access (DNS, connection, TLS, proxy, permission):
+    retrying file by file will not help; the message names the host and the ways forward."""

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from avbias.data.datasets import CREMAD_EMOTIONS
-from avbias.data.download import DownloadPolicy, RemoteFile, VerifiedCache, download_all, verify_file
+from avbias.data.download import DownloadPolicy, RemoteFile, VerifiedCache, download_all, verify_file, ways_forward
 from avbias.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,15 @@ def is_lfs_pointer(path: Path) -> bool:
         return f.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
 
 
+def advice(params: dict[str, Any]) -> str:
+    return ways_forward("cremad", "a CREMA-D checkout (git lfs clone, then git lfs pull)", ["base_url", "metadata_url"])
+
+
 def download(store: Path, params: dict[str, Any], policy: DownloadPolicy) -> dict[str, Any]:
-    """Fetch the media and metadata into store; every media file verified. Returns counts."""
+    """Fetch the media and metadata into store; every media file verified. Returns counts.
+
+    A preflight fetches the metadata and the smallest media file first (both hosts), and stops at the first
+    systemic error (DNS, refused, TLS, 401/403/407); the bulk download has a circuit breaker."""
     manifest = media_manifest(params["manifest"])
     base = params["base_url"].rstrip("/")
     cache = VerifiedCache(store / ".avbias" / "verified.json")
@@ -71,9 +78,15 @@ def download(store: Path, params: dict[str, Any], policy: DownloadPolicy) -> dic
     meta_base = params["metadata_url"].rstrip("/")
     metadata = [RemoteFile(f"{meta_base}/{name}", store / name) for name in METADATA_FILES]
     failed = store / ".avbias" / "failed.txt"
-    report = download_all(metadata + media, cache, policy, "CREMA-D", failed)
-    return {"downloaded": report.downloaded, "already_verified": report.already_verified,
-            "verified_on_disk": report.verified_on_disk, "bytes_fetched": report.bytes_fetched}
+    hint = advice(params)
+    first = [min(media, key=lambda f: f.size or 0)] if media else []
+    pre = download_all(metadata + first, cache, policy, "CREMA-D", failed, preflight=True, advice=hint,
+                       queued_after=[f for f in media if f not in first])
+    report = download_all(media, cache, policy, "CREMA-D", failed, advice=hint)
+    return {"downloaded": pre.downloaded + report.downloaded,
+            "already_verified": report.already_verified - len(first) + pre.already_verified,
+            "verified_on_disk": report.verified_on_disk + pre.verified_on_disk,
+            "bytes_fetched": pre.bytes_fetched + report.bytes_fetched}
 
 
 def verify_local(root: Path, store: Path, params: dict[str, Any]) -> dict[str, Any]:

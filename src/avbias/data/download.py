@@ -4,6 +4,12 @@ A file is written to `<name>.part` and renamed to its final name only after its 
 known) match. An interrupted file resumes with an HTTP Range request. Timeouts, dropped connections, 5xx
 and checksum mismatches are retried with exponential backoff; 4xx (other than 408/429) fail at once.
 Files verified once are remembered in a cache keyed by size and mtime, so a re-run does not re-hash them.
+
+A bad network is told from a bad file. Systemic errors (the host name does not resolve, the connection is
+refused or times out, TLS fails, HTTP 401/403/407 from a proxy or the server) are not retried with backoff:
+a preflight on a few small files stops at the first one, and during a bulk download a circuit breaker stops
+the whole download when `breaker_files` distinct files in a row (or `breaker_s` seconds of nothing else)
+fail with the same systemic error. Verified files stay, failed.txt lists the files left, a re-run resumes.
 """
 
 from __future__ import annotations
@@ -12,21 +18,25 @@ import hashlib
 import http.client
 import json
 import logging
+import errno
 import os
+import socket
+import ssl
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from avbias import __version__
-from avbias.errors import DataError
+from avbias.errors import DataError, SourceUnreachableError
 from avbias.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -49,6 +59,8 @@ class DownloadPolicy:
     timeout_s: float = 60.0        # per connect and per read: a stalled server fails, never hangs
     backoff_s: float = 1.0         # wait before retry k is backoff_s * 2**k, capped at 60 s
     chunk_bytes: int = 1 << 20
+    breaker_files: int = 20        # stop after this many distinct files in a row fail with one systemic error,
+    breaker_s: float = 10.0        # or after this long of nothing but that error (at least 2 files)
 
 
 class TransientError(Exception):
@@ -56,7 +68,129 @@ class TransientError(Exception):
 
 
 class PermanentError(Exception):
-    """Not worth retrying: 404, 403 and other client errors."""
+    """Not worth retrying: 404 and other client errors."""
+
+
+class SystemicError(PermanentError):
+    """The network or the access, not this file, is at fault: every other file from the host would fail too."""
+
+    def __init__(self, kind: str, host: str, detail: str) -> None:
+        super().__init__(f"{detail} [{kind}]")
+        self.kind, self.host, self.detail = kind, host, detail
+
+    def explain(self) -> str:
+        """One sentence for people: what failed, where, and what it usually means."""
+        host, detail = self.host, self.detail
+        return {
+            "dns": f"cannot resolve the host name {host} ({detail}): this machine's DNS does not know it "
+                   "(offline, or only a proxy can resolve it)",
+            "refused": f"{host} refused the connection ({detail}): nothing listens there, or a firewall rejects it",
+            "unreachable": f"no network route to {host} ({detail})",
+            "connect timeout": f"no answer from {host} when connecting ({detail}): a firewall may be dropping "
+                               "the connection",
+            "tls": f"the TLS handshake with {host} failed ({detail}): a proxy or firewall intercepting TLS needs "
+                   "its CA certificate (SSL_CERT_FILE=/path/to/ca.pem)",
+            "permission": f"{host} answered {detail}: access denied by a proxy or by the server (permission)",
+            "proxy": f"the proxy refused the connection to {host} ({detail}): proxy authentication or policy; "
+                     "credentials go in the proxy URL (HTTPS_PROXY=http://user:password@proxy:port)",
+            "rate limit": f"{host} refuses further requests ({detail}): rate-limited or asked to sign in",
+        }.get(self.kind, f"{host}: {detail}")
+
+
+class Stopped(Exception):
+    """The circuit breaker tripped while this file was queued or in flight: it is left for a re-run."""
+
+
+# Systemic errors that mean "could not connect": an isolated one (a server restart) gets one more try at the
+# end of the download; HTTP answers (401/403/407) are definitive and get none.
+CONNECTION_KINDS = frozenset({"dns", "refused", "unreachable", "connect timeout", "tls"})
+SYSTEMIC_STATUS = {401: "permission", 403: "permission", 407: "proxy"}
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLWantReadError, ssl.SSLWantWriteError,
+                  ssl.SSLSyscallError)
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+
+
+def systemic_kind(exc: BaseException) -> str | None:
+    """The kind of systemic failure an exception from urlopen or a read shows, or None for a per-file fault.
+
+    urllib wraps errors raised while connecting in URLError(reason=exc); errors after the connection is up
+    (a read timeout, a reset) arrive unwrapped and stay per-file (retried)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return SYSTEMIC_STATUS.get(exc.code)
+    connecting = isinstance(exc, urllib.error.URLError)
+    if connecting:
+        if not isinstance(exc.reason, BaseException):
+            return None
+        exc = exc.reason
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ssl.SSLError):
+        return None if isinstance(exc, _TRANSIENT_SSL) else "tls"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS:
+        return "unreachable"
+    if connecting and isinstance(exc, TimeoutError):
+        return "connect timeout"
+    if isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed"):   # http.client, via a proxy
+        return "proxy"
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+class CircuitBreaker:
+    """Trips when `files` distinct files in a row fail with the same systemic error, or when at least two
+    have and nothing else happened for `seconds`. Any sign that the network works (a response, bytes
+    received, a per-file fault) resets the streak. Shared by the threads of one download (or several)."""
+
+    def __init__(self, files: int, seconds: float) -> None:
+        self.files, self.seconds = max(1, files), seconds
+        self._lock = threading.Lock()
+        self._tripped = threading.Event()
+        self._key: tuple[str, str] | None = None
+        self._streak: set[str] = set()
+        self._since = 0.0
+        self.error: SystemicError | None = None     # the error that tripped it
+        self.streak_files = 0                       # how many distinct files it had seen fail
+
+    @property
+    def tripped(self) -> bool:
+        return self._tripped.is_set()
+
+    def ok(self) -> None:
+        if self._key is not None:                   # unlocked read: a stale value only costs a lock
+            with self._lock:
+                self._key, self._streak = None, set()
+
+    def failed(self, name: str, error: SystemicError) -> bool:
+        """Record a systemic failure of one file; True when the breaker is (now) tripped."""
+        with self._lock:
+            if self.tripped:
+                return True
+            now = time.monotonic()
+            if self._key != (error.kind, error.host):
+                self._key, self._streak, self._since = (error.kind, error.host), set(), now
+            self._streak.add(name)
+            n = len(self._streak)
+            if n >= self.files or (n >= 2 and now - self._since >= self.seconds):
+                self.error, self.streak_files = error, n
+                self._tripped.set()
+            return self.tripped
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep, waking early when the breaker trips; True when it has."""
+        return self._tripped.wait(seconds)
 
 
 def sha256_file(path: Path) -> str:
@@ -126,24 +260,33 @@ def verify_file(path: Path, size: int | None, sha256: str | None) -> str | None:
     return None
 
 
-def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse:
+def _open(url: str, offset: int, timeout_s: float, breaker: CircuitBreaker) -> http.client.HTTPResponse:
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         exc.close()
+        kind = systemic_kind(exc)
+        if kind is not None:
+            raise SystemicError(kind, host_of(url), describe(exc)) from None
+        breaker.ok()                                # the server answered: the network works
         if exc.code in (408, 429) or exc.code >= 500:
             raise TransientError(f"HTTP {exc.code} {exc.reason}") from None
         if exc.code == 416 and offset:
             raise TransientError("server refused to resume (HTTP 416)") from None
         raise PermanentError(f"HTTP {exc.code} {exc.reason}") from None
     except (OSError, http.client.HTTPException) as exc:   # URLError, timeouts, refused, reset
+        kind = systemic_kind(exc)
+        if kind is not None:
+            raise SystemicError(kind, host_of(url), describe(exc)) from None
         raise TransientError(f"{type(exc).__name__}: {exc}") from None
+    breaker.ok()
+    return response
 
 
-def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") -> None:
+def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress", breaker: CircuitBreaker) -> None:
     """Bring `<dest>.part` one attempt closer to complete; raise if this attempt fell short."""
     part = part_path(file.dest)
     offset = part.stat().st_size if part.exists() else 0
@@ -153,7 +296,7 @@ def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") 
             offset = 0
         else:
             return                                  # complete: verification decides
-    response = _open(file.url, offset, policy.timeout_s)
+    response = _open(file.url, offset, policy.timeout_s, breaker)
     with response:
         if offset and response.status != 206:      # server ignored the Range: start over
             progress.update(-offset)
@@ -168,15 +311,20 @@ def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") 
                     out.write(chunk)
                     written += len(chunk)
                     progress.update(len(chunk))
+                    breaker.ok()
+                    if breaker.tripped:
+                        raise Stopped(f"stopped after {written} bytes")   # the .part resumes next time
         except (OSError, http.client.HTTPException) as exc:
             raise TransientError(f"connection lost after {written} bytes ({type(exc).__name__}: {exc})") from None
     if expected is not None and written < expected:
         raise TransientError(f"connection closed after {written} of {expected} bytes")
 
 
-def fetch(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") -> str:
+def fetch(file: RemoteFile, policy: DownloadPolicy, progress: "Progress", breaker: CircuitBreaker | None = None) -> str:
     """Download one file to file.dest, verified; return its expected sha256 ("" when none is known).
-    Raises TransientError/PermanentError."""
+    Raises TransientError/PermanentError (SystemicError at once, without retries), Stopped when the
+    breaker has tripped."""
+    breaker = breaker or CircuitBreaker(1 << 30, float("inf"))
     part = part_path(file.dest)
     file.dest.parent.mkdir(parents=True, exist_ok=True)
     last: Exception | None = None
@@ -184,12 +332,19 @@ def fetch(file: RemoteFile, policy: DownloadPolicy, progress: "Progress") -> str
         if attempt:
             delay = min(policy.backoff_s * 2 ** (attempt - 1), 60.0)
             log.info("retry %d/%d of %s in %.1f s: %s", attempt, policy.retries, file.url, delay, last)
-            time.sleep(delay)
+            if breaker.wait(delay):
+                raise Stopped("stopped before retrying")
+        if breaker.tripped:
+            raise Stopped("not started")
         try:
-            _fetch_once(file, policy, progress)
+            _fetch_once(file, policy, progress, breaker)
         except TransientError as exc:
+            breaker.ok()                            # a per-file fault: not a streak of systemic ones
             last = exc
             continue
+        except SystemicError as exc:
+            breaker.failed(file.url, exc)
+            raise
         problem = verify_file(part, file.size, file.sha256)
         if problem is not None:
             progress.update(-part.stat().st_size)
@@ -238,10 +393,36 @@ class DownloadReport:
     bytes_fetched: int = 0
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def ways_forward(dataset: str, local_copy: str, url_keys: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """What a user can do when a dataset's host cannot be reached: the lines the errors end with."""
+    keys = " and ".join(f"acquire.{dataset}.{k}" for k in url_keys)
+    set_here = sorted({n.upper() for n in os.environ if n.upper() in PROXY_VARIABLES and os.environ[n]})
+    lines = [
+        f"use a copy you already have: acquire.{dataset}.source: local and acquire.{dataset}.local_root: {local_copy}",
+        *extra,
+        *([f"use a mirror you can reach: set {keys}"] if keys else []),
+        "try the pipeline without the real data: `make demo` (synthetic data, nothing downloaded)",
+        "behind a proxy: set HTTPS_PROXY and HTTP_PROXY (http://[user:password@]proxy:port; NO_PROXY lists "
+        f"hosts reached directly); set here: {', '.join(set_here) or 'none'}",
+    ]
+    return "Ways forward:\n" + "\n".join(f"  - {line}" for line in lines)
+
+
 def download_all(
-    files: Iterable[RemoteFile], cache: VerifiedCache, policy: DownloadPolicy, what: str, failed_list: Path
+    files: Iterable[RemoteFile], cache: VerifiedCache, policy: DownloadPolicy, what: str, failed_list: Path,
+    *, preflight: bool = False, advice: str = "", breaker: CircuitBreaker | None = None,
+    queued_after: Sequence[RemoteFile] = (),
 ) -> DownloadReport:
-    """Download every file that is not already verified; raise DataError listing any that failed."""
+    """Download every file that is not already verified; raise DataError listing any that failed.
+
+    preflight: the first systemic error stops everything (use it on a few small files before a bulk
+    download). breaker: share one across calls that make up one download (default: a new one from policy).
+    advice: the ways forward, appended to errors that blame the network. queued_after: files a caller
+    would download next, listed as left in failed.txt when the breaker stops this call.
+    Raises SourceUnreachableError when the preflight or the breaker stops the download."""
     files = list(files)
     report = DownloadReport()
     todo: list[RemoteFile] = []
@@ -260,35 +441,93 @@ def download_all(
             file.dest.unlink()
         todo.append(file)
     log.info("%s: %d files verified already, %d to download", what, len(files) - len(todo), len(todo))
-    failures: dict[RemoteFile, str] = {}
+    if breaker is None:
+        breaker = CircuitBreaker(1, 0.0) if preflight else CircuitBreaker(policy.breaker_files, policy.breaker_s)
+    failures: dict[RemoteFile, Exception] = {}
     if todo:
         total = sum(f.size for f in todo) if all(f.size is not None for f in todo) else None
         progress = Progress(total, len(todo), what)
         resumed = sum(part_path(f.dest).stat().st_size for f in todo if part_path(f.dest).exists())
         progress.update(resumed)
+
+        def settle(future: Future, file: RemoteFile) -> None:
+            try:
+                sha = future.result()
+            except (CancelledError, Stopped):
+                return                              # left for a re-run
+            except (TransientError, PermanentError) as exc:
+                failures[file] = exc
+                log.error("%s: %s", file.url, exc)
+            else:
+                cache.record(file.dest, sha)
+                report.downloaded += 1
+                report.bytes_fetched += file.dest.stat().st_size
+            progress.file_done()
+
         try:
             with ThreadPoolExecutor(max_workers=max(1, policy.connections)) as pool:
-                futures = {pool.submit(fetch, f, policy, progress): f for f in todo}
-                for future in as_completed(futures):
-                    file = futures[future]
-                    try:
-                        cache.record(file.dest, future.result())
-                        report.downloaded += 1
-                        report.bytes_fetched += file.dest.stat().st_size
-                    except (TransientError, PermanentError) as exc:
-                        failures[file] = str(exc)
-                        log.error("%s: %s", file.url, exc)
-                    progress.file_done()
+                batch = todo
+                for second_pass in (False, True):
+                    futures = {pool.submit(fetch, f, policy, progress, breaker): f for f in batch}
+                    settled: set[Future] = set()
+                    for future in as_completed(futures):
+                        settle(future, futures[future])
+                        settled.add(future)
+                        if breaker.tripped:
+                            break
+                    if breaker.tripped:
+                        for future in futures:
+                            future.cancel()
+                        for future in futures:      # in flight: they stop at their next chunk or attempt
+                            if future not in settled and not future.cancelled():
+                                future.exception()
+                                settle(future, futures[future])
+                        break
+                    # Isolated connection failures (a server restart, a resolver hiccup) get one more try.
+                    batch = [f for f, e in failures.items() if isinstance(e, SystemicError) and e.kind in CONNECTION_KINDS]
+                    if second_pass or not batch:
+                        break
+                    log.info("%s: trying %d files again that failed to connect", what, len(batch))
+                    for f in batch:
+                        del failures[f]
+                    progress.files_done -= len(batch)
+                    time.sleep(policy.backoff_s)
         finally:
             progress.close()
     cache.save()
+    if breaker.tripped:
+        left = [f for f in [*todo, *queued_after] if not cache.is_verified(f.dest, f.size, f.sha256)]
+        raise_stopped(breaker, failures, left, len(files) + len(queued_after) - len(left), failed_list, what,
+                      preflight, advice)
     if failures:
-        raise_failures(failures, len(files), failed_list, what)
+        raise_failures({f: str(e) for f, e in failures.items()}, len(files), failed_list, what,
+                       advice if any(isinstance(e, SystemicError) for e in failures.values()) else "")
     failed_list.unlink(missing_ok=True)
     return report
 
 
-def raise_failures(failures: dict[RemoteFile, str], total: int, failed_list: Path, what: str) -> None:
+def raise_stopped(breaker: CircuitBreaker, failures: dict[RemoteFile, Exception], left: list[RemoteFile],
+                  verified: int, failed_list: Path, what: str, preflight: bool, advice: str) -> None:
+    error = breaker.error
+    assert error is not None
+    with atomic_path(failed_list) as tmp:
+        tmp.write_text("".join(
+            f"{f.url}\t{failures[f] if f in failures else 'not downloaded: stopped by the network error above'}\n"
+            for f in sorted(left, key=lambda f: f.url)))
+    if preflight:
+        head = (f"{what}: cannot download from {error.host}; stopped at the first file, as retrying will not help.\n"
+                f"Cause: {error.explain()}.")
+    else:
+        head = (f"{what}: stopped: {breaker.streak_files} files in a row failed with the same error, so the "
+                f"others would too.\nCause: {error.explain()}.")
+    raise SourceUnreachableError(
+        f"{head}\n{advice + chr(10) if advice else ''}"
+        f"{verified} files verified so far are kept; the {len(left)} files left are listed in {failed_list}. "
+        "A re-run resumes from there: fix the cause, then run the same command."
+    )
+
+
+def raise_failures(failures: dict[RemoteFile, str], total: int, failed_list: Path, what: str, advice: str = "") -> None:
     with atomic_path(failed_list) as tmp:
         tmp.write_text("".join(f"{f.url}\t{reason}\n" for f, reason in sorted(failures.items(), key=lambda x: x[0].url)))
     shown = "\n".join(f"  {f.url}: {reason}" for f, reason in list(failures.items())[:10])
@@ -299,5 +538,5 @@ def raise_failures(failures: dict[RemoteFile, str], total: int, failed_list: Pat
     raise DataError(
         f"{what}: {len(failures)} of {total} files failed to download:\n{shown}{more}\n"
         f"The full list is in {failed_list}.{hint} Files already verified are kept and partial files resume: "
-        "fix the cause and re-run the same command."
+        "fix the cause and re-run the same command." + (f"\n{advice}" if advice else "")
     )

@@ -22,8 +22,9 @@ from typing import Any
 import pandas as pd
 
 from avbias.data.archive import extract_selected
-from avbias.data.download import DownloadPolicy, RemoteFile, VerifiedCache, download_all
-from avbias.errors import DataError
+from avbias.data.download import (CircuitBreaker, DownloadPolicy, RemoteFile, SystemicError, VerifiedCache,
+                                  download_all, ways_forward)
+from avbias.errors import DataError, SourceUnreachableError
 from avbias.ffmpeg import ffmpeg_exe
 from avbias.io import atomic_path, write_json
 
@@ -95,15 +96,27 @@ def _keys(clips: pd.DataFrame) -> set[Key]:
     return set(zip(clips["ytid"], clips["start"]))
 
 
+def advice(source: str) -> str:
+    other = ("or fetch clip by clip from YouTube: acquire.kinetics_sounds.source: yt_dlp (needs `pip install yt-dlp`)"
+             if source == "cvdf" else
+             "or download the CVDF Kinetics-400 tarballs instead: acquire.kinetics_sounds.source: cvdf")
+    return ways_forward("kinetics_sounds", "a Kinetics-400 tree (<split>/<ytid>_<start>_<end>.mp4)",
+                        ["base_url"] if source == "cvdf" else [], [other])
+
+
 def fetch_cvdf(store: Path, params: dict[str, Any], policy: DownloadPolicy, wanted: set[Key]) -> dict[str, Any]:
-    """Download the K400 tarballs of the splits that hold wanted clips; extract only those clips."""
+    """Download the K400 tarballs of the splits that hold wanted clips; extract only those clips.
+
+    The annotation and list files are the preflight: a systemic error there (DNS, refused, TLS, 401/403/407)
+    stops at once. One circuit breaker spans all tarball batches."""
     base = params["base_url"].rstrip("/")
     state_dir = store / ".avbias"
     cache = VerifiedCache(state_dir / "verified.json")
     failed = state_dir / "failed.txt"
+    hint = advice("cvdf")
     lists = [RemoteFile(f"{base}/annotations/{s}.csv", store / "lists" / f"annotations_{s}.csv") for s in K400_SPLITS]
     lists += [RemoteFile(f"{base}/{s}/k400_{s}_path.txt", store / "lists" / f"k400_{s}_path.txt") for s in K400_SPLITS]
-    download_all(lists, cache, policy, "K400 lists", failed)
+    download_all(lists, cache, policy, "Kinetics-Sounds (K400 lists)", failed, preflight=True, advice=hint)
 
     splits = []
     for split in K400_SPLITS:
@@ -124,10 +137,12 @@ def fetch_cvdf(store: Path, params: dict[str, Any], policy: DownloadPolicy, want
 
     extracted = 0
     batch = max(1, policy.connections)
+    breaker = CircuitBreaker(policy.breaker_files, policy.breaker_s)
+    tarballs = [RemoteFile(f"{base}/{s}/{n}", store / "tarballs" / s / n) for s, n in pending]
     for i in range(0, len(pending), batch):
-        parts = pending[i : i + batch]
-        files = [RemoteFile(f"{base}/{s}/{n}", store / "tarballs" / s / n) for s, n in parts]
-        download_all(files, cache, policy, f"K400 tarballs {i + 1}-{i + len(parts)} of {len(pending)}", failed)
+        parts, files = pending[i : i + batch], tarballs[i : i + batch]
+        download_all(files, cache, policy, f"Kinetics-Sounds: K400 tarballs {i + 1}-{i + len(parts)} of {len(pending)}",
+                     failed, advice=hint, breaker=breaker, queued_after=tarballs[i + batch :])
         for (split, name), file in zip(parts, files):
             clips = extract_selected(file.dest, store / "videos" / split, select, MAX_CLIP_BYTES)
             extracted += len(clips)
@@ -139,34 +154,108 @@ def fetch_cvdf(store: Path, params: dict[str, Any], policy: DownloadPolicy, want
     return {"k400_splits": splits, "tarballs_processed": len(pending), "clips_extracted": extracted}
 
 
+# yt-dlp's error lines: a clip that is gone is that clip's problem; a network or a block is everyone's.
+YT_DLP_PER_CLIP = re.compile(
+    r"video unavailable|private video|has been removed|is not available|no longer available|account .* terminated"
+    r"|copyright|confirm your age|age-restricted|members-only|join this channel|premieres in|live event"
+    r"|not made this video available in your country|blocked it|http error 404|http error 410"
+    r"|requested format is not available|unsupported url|incomplete youtube id", re.I)
+YT_DLP_SYSTEMIC = [
+    ("dns", re.compile(r"name or service not known|temporary failure in name resolution|nodename nor servname"
+                       r"|getaddrinfo failed|no address associated with hostname|failed to resolve", re.I)),
+    ("refused", re.compile(r"connection refused", re.I)),
+    ("unreachable", re.compile(r"network is unreachable|no route to host", re.I)),
+    ("tls", re.compile(r"certificate verify failed|certificate_verify_failed|ssl: wrong_version_number"
+                       r"|self[- ]signed certificate", re.I)),
+    ("proxy", re.compile(r"http error 407|proxy authentication|tunnel connection failed|proxyerror|cannot connect to proxy", re.I)),
+    ("rate limit", re.compile(r"http error 429|too many requests|not a bot", re.I)),
+    ("permission", re.compile(r"http error 40[13]: forbidden.*webpage|unable to download (api page|webpage).*http error 40[13]", re.I)),
+]
+
+
+def yt_dlp_failure(stderr: str) -> str | None:
+    """The systemic kind of a failed yt-dlp run (dns, refused, unreachable, tls, proxy, rate limit, permission),
+    or None when the failure is the clip's own (unavailable, private, removed, a fragment's error)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")] or stderr.splitlines()[-1:]
+    text = "\n".join(errors)
+    if YT_DLP_PER_CLIP.search(text):
+        return None
+    for kind, pattern in YT_DLP_SYSTEMIC:
+        if pattern.search(text):
+            return kind
+    return None
+
+
 def fetch_yt_dlp(store: Path, missing: pd.DataFrame, policy: DownloadPolicy) -> dict[str, Any]:
-    """Fetch each missing clip's 10 s section from YouTube with yt-dlp (optional, not installed by default)."""
+    """Fetch each missing clip's 10 s section from YouTube with yt-dlp (optional, not installed by default).
+
+    A clip that is gone fails alone; a network failure (DNS, refused, TLS, proxy, rate limit) on the first
+    clip, or on breaker_files clips in a row, stops the whole run. Fetched clips stay; a re-run resumes."""
     exe = shutil.which("yt-dlp")
     if exe is None:
         raise DataError("acquire.kinetics_sounds.source=yt_dlp needs the yt-dlp command: `pip install yt-dlp`")
     out_dir = store / "videos" / "yt_dlp"
     out_dir.mkdir(parents=True, exist_ok=True)
+    ffmpeg = ffmpeg_exe()
 
-    def fetch_one(row: Any) -> bool:
+    def fetch_one(row: Any) -> SystemicError | bool:
         dest = out_dir / f"{row.ytid}_{row.start:06d}_{row.start + CLIP_SECONDS:06d}.mp4"
+        url = f"https://www.youtube.com/watch?v={row.ytid}"
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".yt-") as tmp:
             cmd = [exe, "--quiet", "--no-warnings", "--no-playlist", "--socket-timeout", str(policy.timeout_s),
                    "--retries", str(policy.retries), "-f", "bv*[height<=480]+ba/b[height<=480]/b",
                    "--merge-output-format", "mp4", "--download-sections", f"*{row.start}-{row.start + CLIP_SECONDS}",
-                   "--ffmpeg-location", ffmpeg_exe(), "-o", f"{tmp}/clip.%(ext)s",
-                   f"https://www.youtube.com/watch?v={row.ytid}"]
+                   "--ffmpeg-location", ffmpeg, "-o", f"{tmp}/clip.%(ext)s", url]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             produced = sorted(Path(tmp).glob("clip.*"))
             if proc.returncode != 0 or not produced:
-                log.warning("yt-dlp %s: %s", row.clip_id, (proc.stderr.strip().splitlines() or ["no file"])[-1])
-                return False
+                last = (proc.stderr.strip().splitlines() or ["no file"])[-1]
+                log.warning("yt-dlp %s: %s", row.clip_id, last)
+                kind = yt_dlp_failure(proc.stderr)
+                return SystemicError(kind, "www.youtube.com", last) if kind else False
             with atomic_path(dest) as part:
                 shutil.move(produced[0], part)
         return True
 
-    with ThreadPoolExecutor(max_workers=max(1, policy.connections)) as pool:
-        fetched = sum(pool.map(fetch_one, missing.itertuples(index=False)))
-    return {"clips_fetched": int(fetched), "clips_failed": len(missing) - int(fetched)}
+    rows = list(missing.itertuples(index=False))
+    fetched: set[str] = set()
+    breaker = CircuitBreaker(1, 0.0)                # preflight: the first clips, one at a time
+
+    def run(row: Any) -> None:
+        if breaker.tripped:
+            return
+        outcome = fetch_one(row)
+        if isinstance(outcome, SystemicError):
+            breaker.failed(row.clip_id, outcome)
+            return
+        breaker.ok()
+        if outcome:
+            fetched.add(row.clip_id)
+
+    preflight = 0
+    while preflight < len(rows) and not fetched and preflight < 3 and not breaker.tripped:
+        run(rows[preflight])                        # until one clip arrives (three gone ones: YouTube answers)
+        preflight += 1
+    if not breaker.tripped:
+        breaker = CircuitBreaker(policy.breaker_files, policy.breaker_s)
+        with ThreadPoolExecutor(max_workers=max(1, policy.connections)) as pool:
+            list(pool.map(run, rows[preflight:]))
+    if breaker.tripped:
+        error = breaker.error
+        assert error is not None
+        left = sorted(r.clip_id for r in rows if r.clip_id not in fetched)
+        failed_list = store / ".avbias" / "failed.txt"
+        failed_list.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(failed_list) as tmp:
+            tmp.write_text("".join(f"{clip_id}\n" for clip_id in left))
+        head = ("cannot fetch from YouTube; stopped at the first clip" if breaker.files == 1 else
+                f"stopped: {breaker.streak_files} clips in a row failed with the same error")
+        raise SourceUnreachableError(
+            f"Kinetics-Sounds (yt-dlp): {head}.\nCause: {error.explain()}.\n{advice('yt_dlp')}\n"
+            f"{len(fetched)} clips fetched in this run are kept; the {len(left)} clips left are listed in "
+            f"{failed_list}. A re-run resumes from there: fix the cause, then run the same command."
+        )
+    return {"clips_fetched": len(fetched), "clips_failed": len(rows) - len(fetched)}
 
 
 def match_clips(ids: pd.DataFrame, found: dict[Key, Path]) -> pd.DataFrame:

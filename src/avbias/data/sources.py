@@ -88,10 +88,12 @@ def _acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[st
 
 
 def _relative(path: str, folder: Path) -> str:
-    """Paths inside the working tree are stored relative to the index folder, so the index moves with it."""
-    absolute = Path(path).resolve()
-    if absolute.is_relative_to(Path.cwd().resolve()):
-        return os.path.relpath(absolute, folder.resolve())
+    """Media written into the index folder itself (synthetic data) or inside the working tree are stored
+    relative to the index folder, so the index stays valid when its temporary folder is renamed into place,
+    wherever paths.data points; media elsewhere (a local checkout) keep their absolute path."""
+    absolute, folder = Path(path).resolve(), folder.resolve()
+    if absolute.is_relative_to(folder) or absolute.is_relative_to(Path.cwd().resolve()):
+        return os.path.relpath(absolute, folder)
     return str(absolute)
 
 
