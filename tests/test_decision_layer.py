@@ -169,3 +169,59 @@ def test_human_capability_from_crowd_votes() -> None:
     assert acc[("SAD", "audio")] == 0 and acc[("SAD", "visual")] == 1
     real = cremad_human_accuracy()
     assert len(real) == 18 and real["accuracy"].between(0, 1).all()
+
+
+def test_balancebenchmark_shapley_from_input_zeroed_coalitions_by_hand() -> None:
+    """BalanceBenchmark's Calculate_Shapley: v(none) 1/6, v(a) 0.55, v(v) 0.45, v(av) 0.65 -> phi_a 0.29167,
+    phi_v 0.19167 (phi_a = [(v(a) - v(none)) + (v(av) - v(v))] / 2)."""
+    labels = np.zeros(60, int)
+    def logits(correct: int) -> np.ndarray:        # fused logits right on the first `correct` clips
+        z = np.zeros((60, 3))
+        z[:correct, 0], z[correct:, 1] = 1, 1
+        return z
+    by_absent = {(): logits(39), ("visual",): logits(33), ("audio",): logits(27), ("audio", "visual"): logits(10)}
+    phi = dl.shapley_input_accuracy(by_absent, labels, ["audio", "visual"])
+    assert phi["audio"] == pytest.approx(0.5 * ((0.55 - 1 / 6) + (0.65 - 0.45)))
+    assert phi["visual"] == pytest.approx(0.5 * ((0.45 - 1 / 6) + (0.65 - 0.55)))
+    assert phi["audio"] + phi["visual"] == pytest.approx(0.65 - 1 / 6)         # efficiency
+
+
+def test_class_centred_contributions_ignore_what_softmax_ignores() -> None:
+    c = np.array([[5.0, 5.0, 5.0], [1.0, 2.0, 3.0]])
+    np.testing.assert_allclose(dl.centred(c), [[0, 0, 0], [-1, 0, 1]])
+    assert dl.mean_abs_contribution(dl.centred(c)) == pytest.approx(2 / 6)   # a constant shift adds nothing
+
+
+def test_t_test_against_tabulated_values() -> None:
+    from avbias.analysis.stats import incomplete_beta, t_test_p
+
+    def p(t: float, df: int) -> float:
+        return incomplete_beta(df / 2, 0.5, df / (df + t * t))
+
+    assert p(4.302653, 2) == pytest.approx(0.05, abs=1e-6)      # t_{0.975, 2}
+    assert p(2.776445, 4) == pytest.approx(0.05, abs=1e-6)      # t_{0.975, 4}
+    assert p(2.0, 4) == pytest.approx(0.1161165, abs=1e-6)
+    assert t_test_p(np.array([0.1, 0.12, 0.11])) < 0.05 < t_test_p(np.array([0.1, -0.12, 0.11]))
+    assert np.isnan(t_test_p(np.array([0.3])))
+
+
+def test_convergence_and_verdicts() -> None:
+    from avbias.analysis import findings
+
+    flat = np.r_[np.linspace(0.2, 0.8, 30), np.full(10, 0.8)]
+    rising = np.linspace(0.2, 0.8, 40)
+    assert findings.late_rise(flat) == pytest.approx(0, abs=1e-9)
+    assert findings.late_rise(rising) == pytest.approx(0.6 / 39 * 9)
+    curves = pd.DataFrame([{"method": m, "seed": s, "epoch": e, "val_acc": c[e]}
+                           for m, c in (("flat", flat), ("rising", rising)) for s in (0, 1) for e in range(40)])
+    table = findings.convergence(curves).set_index("method")
+    assert table.loc["flat", "converged"] and not table.loc["rising", "converged"]
+    strong = findings._test(np.array([0.70, 0.72, 0.71]), null=0.5)
+    assert findings._verdict(strong, True, "yes", "no")["verdict"] == "supported"
+    assert findings._verdict(strong, False, "yes", "no")["verdict"] == "inconclusive"      # not converged
+    weak = findings._test(np.array([0.3, 0.29, 0.31]), null=0.5)
+    assert findings._verdict(weak, True, "yes", "no")["verdict"] == "not supported"
+    two = findings._test(np.array([0.7, 0.71]), null=0.5)
+    assert "seeds" in findings._verdict(two, True, "yes", "no")["reason"]
+    noisy = findings._test(np.array([0.3, 0.7, 0.55]), null=0.5)
+    assert findings._verdict(noisy, True, "yes", "no")["verdict"] == "inconclusive"

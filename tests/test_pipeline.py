@@ -26,11 +26,13 @@ def assert_dominant(project: Path, modality: str) -> None:
     assert bias["capability"]["stronger"] == modality, uni
     verdict = bias["dominance"]["baseline"]
     # Every per-modality bias measure of the baseline names the modality the data makes stronger.
-    for measure in ("weight_norm", "logit_contrib", "branch_acc", "decides", "shapley", "true_contrib"):
+    for measure in ("weight_norm", "logit_contrib", "centred_contrib", "branch_acc", "decides", "shapley_feature",
+                    "shapley_input", "true_contrib"):
         assert verdict[measure] == modality, (measure, verdict)
     persistence = pd.read_csv(project / RESULTS / "analysis" / "synth_cremad" / "persistence.csv")
     shares = persistence[persistence["method"] == "baseline"].set_index("measure")["mean"]
-    for measure in ("weight_share", "logit_share", "decides_share", "shapley_share"):   # audio's share
+    for measure in ("weight_share", "logit_share", "centred_logit_share", "decides_share", "shapley_feature_share",
+                    "shapley_input_share"):   # audio's share
         assert (shares[measure] > 0.5) == (modality == "audio"), (measure, shares.to_dict())
 
 
@@ -94,7 +96,13 @@ def test_every_method_trains_analyses_and_reports(tiny_pipeline: Path) -> None:
     assert set(metrics) == set(METHODS)
     runs = pd.read_csv(project / "results" / "all" / "analysis" / "synth_cremad" / "runs.csv").set_index("method")
     assert set(runs.loc[["baseline_film", "baseline_gated"], "fusion"]) == {"film", "gated"}
-    assert runs.loc["mla", "weight_share"] == pytest.approx(0.5)          # one head shared by both modalities
+    # One head shared by both modalities: weight-based measures do not apply (no number, no test).
+    assert pd.isna(runs.loc["mla", "weight_share"]) and pd.notna(runs.loc["mla", "logit_share"])
+    persistence = pd.read_csv(project / "results" / "all" / "analysis" / "synth_cremad" / "persistence.csv")
+    assert persistence[(persistence["method"] == "mla") & (persistence["measure"] == "weight_share")].empty
+    html = (project / "results" / "all" / "report" / "report.html").read_text()
+    assert "not applicable (non-additive fusion)" in html and "not applicable (shared head)" in html
+    assert "favour <b>None</b>" not in html
     remedies = pd.read_csv(project / "results" / "all" / "analysis" / "synth_cremad" / "remedies.csv")
     assert {"baseline", "ogm_ge", "adaptive_fusion"} <= set(remedies["method"]) and "mla" not in set(remedies["method"])
     curve = pd.read_csv(project / "results" / "all" / "runs" / "synth_cremad" / "gblending" / "seed0" / "curve.csv")
@@ -103,7 +111,8 @@ def test_every_method_trains_analyses_and_reports(tiny_pipeline: Path) -> None:
 
 def test_training_reads_only_shards(tiny_pipeline: Path, tmp_path: Path) -> None:
     """With every media file moved away, training still runs: it reads the feature shards only."""
-    from avbias.config import load_params, run_params_json
+    from avbias.config import load_params
+    from avbias.methods import run_params_json
     from conftest import run
 
     project = tiny_pipeline
@@ -113,10 +122,47 @@ def test_training_reads_only_shards(tiny_pipeline: Path, tmp_path: Path) -> None
     try:
         params = load_params(project / "params.yaml", project / "tiny.yaml")
         params["train"]["epochs"] = 2
-        run(["avbias", "train", "--params", run_params_json(params, "baseline"), "--dataset", "synth_cremad",
+        run(["avbias", "train", "--params", run_params_json(params, "baseline", "synth_cremad"), "--dataset", "synth_cremad",
              "--method", "baseline", "--seed", "0", "--features", "data/tiny/features/synth_cremad",
              "--out", str(tmp_path / "run")], project)
     finally:
         hidden.rename(raw)
     assert not list(tmp_path.glob("media-away"))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method"] == "baseline"
+
+
+def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Path) -> None:
+    """Every preset in config/protocols/ through Snakemake on the tiny synthetic media (protocol first, then
+    only size overrides: the protocol's recipe, frames, selection and method settings are what runs)."""
+    import shutil
+
+    import yaml
+
+    from avbias.config import load_params
+    from conftest import REPO, TINY, run
+
+    project = tiny_pipeline
+    shutil.copytree(project / "data/tiny/raw", project / "data/protocols/raw", copy_function=shutil.copy2,
+                    dirs_exist_ok=True)      # the same generated media, not generated again
+    size = {"paths": {"data": "data/protocols"}, "run": {"methods": ["ogm_ge"], "seeds": [0]},
+            "synth": TINY["synth"], "splits": TINY["splits"], "model": {"width": 8}, "train": {"epochs": 2},
+            "extract": {"frame_size": 32, "shard_size": 32, "cremad": {"duration_s": 1.0}},
+            "resources": TINY["resources"]}
+    for protocol in sorted(p.stem for p in (REPO / "config/protocols").glob("*.yaml")):
+        override = project / f"{protocol}_size.yaml"
+        override.write_text(yaml.safe_dump(size | {"paths": {**size["paths"], "results": f"results/{protocol}",
+                                                             "logs": f"logs/{protocol}"}}))
+        configs = ["params.yaml", f"config/protocols/{protocol}.yaml", override.name]
+        run(["snakemake", "all", "--cores", "2", "--configfile", *configs], project)
+        params = load_params(*(project / c for c in configs))
+        results = project / "results" / protocol
+        metrics = json.loads((results / "runs/synth_cremad/ogm_ge/seed0/metrics.json").read_text())
+        assert metrics["params"]["train"] == params["train"] and metrics["selection"] == params["train"]["selection"]
+        assert metrics["params"]["methods"]["ogm_ge"]["alpha"] == params["methods"]["ogm_ge"]["alpha"]
+        assert metrics["literature"]["best_test_acc"] >= metrics["test"]["acc"]
+        frames = json.loads((project / "data/protocols/features/synth_cremad/extract.json").read_text())
+        assert frames["params"]["num_frames"] == params["extract"]["cremad"]["num_frames"]
+        html = (results / "report" / "report.html").read_text()
+        assert params["report"]["protocol"] in html and "selected on test, optimistic" in html
+        assert "the last epoch (no validation split)" in html or params["train"]["selection"] == "val"
+        assert html.index("Findings") < html.index("Test accuracy, method")

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
+from avbias.errors import ParamsError
+from avbias.features.shards import read_manifest
 from avbias.io import atomic_path, read_json, write_json
 from avbias.loader import Augment, BatchStream, visual_inputs
 from avbias.methods import Method, create_method, run_params
@@ -79,7 +81,9 @@ class Trainer:
         self.classes = read_json(features_dir / "extract.json")["classes"]
         self.num_classes = len(self.classes)
         self.augment = Augment(cfg["frame_augment"], tuple(cfg["crop_scale"]))
-        self.data = {s: BatchStream(features_dir, s, self.device, in_memory, num_workers) for s in ("train", "val", "test")}
+        counts = read_manifest(features_dir)["split"].value_counts()
+        self.splits = tuple(s for s in ("train", "val", "test") if counts.get(s, 0) > 0)   # val may be absent
+        self.data = {s: BatchStream(features_dir, s, self.device, in_memory, num_workers) for s in self.splits}
         self.model = AVClassifier(method.modalities, self.num_classes, model_cfg["width"],
                                   method.fusion or model_cfg["fusion"], method.aux_heads,
                                   frame_pooling=cfg["frame_pooling"], head_init=model_cfg["head_init"]).to(self.device)
@@ -226,6 +230,10 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
     method = create_method(method_name, params, dataset)
     trainer = Trainer(method, Path(features_dir), params, seed, [Path(p) for p in pretrained or []], in_memory, num_workers)
     recorded = run_params(params, method_name, dataset)
+    has_val = "val" in trainer.splits
+    if trainer.cfg["selection"] == "val" and not has_val:
+        raise ParamsError(f"{features_dir}: no validation split (splits.val_fraction 0), so train.selection must be "
+                          "'last' (or carve a validation split out of train)")
     curve: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -244,25 +252,29 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         row: dict[str, Any] = {"epoch": epoch}
         row.update(method.epoch_start(trainer.model, epoch, trainer))
         row.update(trainer.train_epoch(epoch))
-        val = summarise(trainer.predict("val"), method.modalities, trainer.num_classes)
+        val = summarise(trainer.predict("val"), method.modalities, trainer.num_classes) if has_val else {}
         test_acc = summarise(trainer.predict("test"), method.modalities, trainer.num_classes)["acc"]
-        row.update({"val_loss": val["loss"], "val_acc": val["acc"], "test_acc": test_acc,
-                    "lr": trainer.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started})
-        row.update({f"val_acc_{m}": val[f"acc_{m}"] for m in method.modalities if f"acc_{m}" in val})
+        if has_val:
+            row.update({"val_loss": val["loss"], "val_acc": val["acc"]})
+            row.update({f"val_acc_{m}": val[f"acc_{m}"] for m in method.modalities if f"acc_{m}" in val})
+        row.update({"test_acc": test_acc, "lr": trainer.scheduler.get_last_lr()[0],
+                    "seconds": time.perf_counter() - started})
         curve.append(row)
         log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-        if val["acc"] > best["val_acc"] or trainer.cfg["selection"] == "last":
-            best = {"val_acc": val["acc"], "epoch": epoch, "state": copy.deepcopy(trainer.model.state_dict())}
+        if trainer.cfg["selection"] == "last" or val["acc"] > best["val_acc"]:
+            best = {"val_acc": val.get("acc", float("nan")), "epoch": epoch,
+                    "state": copy.deepcopy(trainer.model.state_dict())}
         with atomic_path(checkpoint_path) as tmp:
             torch.save(trainer.checkpoint_state(epoch, curve, best) | {"params": recorded}, tmp)
 
     trainer.model.load_state_dict(best["state"])
-    outputs = {s: trainer.predict(s) for s in ("val", "test")}
+    outputs = {s: trainer.predict(s) for s in trainer.splits if s != "train"}
     if len(method.modalities) > 1:   # coalitions of BalanceBenchmark's Shapley value: absent inputs zeroed
         for absent in [*((m,) for m in method.modalities), method.modalities]:
             zeroed = trainer.predict("test", zeroed=absent)
             outputs["test"][f"logits_zero_{'_'.join(absent)}"] = zeroed["logits"]
-    val, test = (summarise(outputs[s], method.modalities, trainer.num_classes) for s in ("val", "test"))
+    val, test = (summarise(outputs[s], method.modalities, trainer.num_classes) if s in outputs else None
+                 for s in ("val", "test"))
     metrics = {
         "dataset": dataset, "method": method_name, "seed": seed, "modalities": list(method.modalities),
         "fusion": trainer.model.fusion, "additive": trainer.model.head.additive,

@@ -122,15 +122,14 @@ def subset_accuracy(contributions: dict[str, np.ndarray], bias: np.ndarray, labe
     return float(np.mean(logits.argmax(1) == labels))
 
 
-def shapley_accuracy(contributions: dict[str, np.ndarray], bias: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Each modality's Shapley value of accuracy, the value of a coalition being the accuracy with only its
-    modalities present (absent ones zeroed, as BalanceBenchmark does); the values sum to v(all) - v(none)."""
+def shapley_values(value: dict[tuple[str, ...], float], modalities: Sequence[str]) -> dict[str, float]:
+    """Each modality's Shapley value given the value v(S) of every coalition S (tuples in `modalities`
+    order): phi_m = sum_S |S|! (n - |S| - 1)! / n! (v(S + m) - v(S)); they sum to v(all) - v(none)."""
     from itertools import combinations
     from math import factorial
 
-    mods = list(contributions)
+    mods = list(modalities)
     n = len(mods)
-    value = {s: subset_accuracy(contributions, bias, labels, s) for k in range(n + 1) for s in combinations(mods, k)}
     out = {}
     for m in mods:
         others = [x for x in mods if x != m]
@@ -138,7 +137,36 @@ def shapley_accuracy(contributions: dict[str, np.ndarray], bias: np.ndarray, lab
         for k in range(n):
             for s in combinations(others, k):
                 with_m = tuple(x for x in mods if x in s or x == m)
-                weight = factorial(k) * factorial(n - k - 1) / factorial(n)
-                total += weight * (value[with_m] - value[s])
+                total += factorial(k) * factorial(n - k - 1) / factorial(n) * (value[with_m] - value[s])
         out[m] = total
     return out
+
+
+def shapley_accuracy(contributions: dict[str, np.ndarray], bias: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Shapley value of accuracy with absent modalities' *features* zeroed at the decision layer
+    (v(S) = accuracy of sum_{m in S} W_m f_m + b; v(none) = accuracy of the bias alone): avbias's measure,
+    which asks what the decision layer does with each modality's features."""
+    from itertools import combinations
+
+    mods = list(contributions)
+    value = {s: subset_accuracy(contributions, bias, labels, s) for k in range(len(mods) + 1)
+             for s in combinations(mods, k)}
+    return shapley_values(value, mods)
+
+
+def shapley_input_accuracy(logits_by_absent: dict[tuple[str, ...], np.ndarray], labels: np.ndarray,
+                           modalities: Sequence[str]) -> dict[str, float]:
+    """BalanceBenchmark's Shapley value of accuracy (evaluation/modalitys.py Calculate_Shapley): v(S) is the
+    accuracy with every modality outside S given an all-zero *input* that still runs through its encoder;
+    `logits_by_absent` maps each set of absent modalities (() for the full model) to the fused logits."""
+    mods = tuple(modalities)
+    value = {}
+    for absent, logits in logits_by_absent.items():
+        present = tuple(m for m in mods if m not in absent)
+        value[present] = float(np.mean(logits.argmax(1) == labels))
+    return shapley_values(value, mods)
+
+
+def centred(contributions: np.ndarray) -> np.ndarray:
+    """A contribution minus its mean over classes, per sample: the part softmax does not ignore."""
+    return contributions - contributions.mean(1, keepdims=True)

@@ -4,6 +4,7 @@ methods, and per-class capability; aggregated over seeds. The measures themselve
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from avbias.analysis import decision_layer as dl
-from avbias.analysis import stats
+from avbias.analysis import findings as fnd
+from avbias.analysis import planted, stats
 from avbias.analysis.capability import cremad_human_accuracy
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
 from avbias.analysis.remedies import REMEDIES, combine
@@ -25,7 +27,8 @@ log = logging.getLogger(__name__)
 ANALYSIS_SPLIT = "test"
 BASELINE = "baseline"
 # Bias measures compared across methods (the first modality's share, or a ratio first/second).
-PERSISTENCE_MEASURES = ("weight_share", "logit_share", "decides_share", "shapley_share", "feature_norm_ratio")
+PERSISTENCE_MEASURES = ("weight_share", "logit_share", "centred_logit_share", "decides_share", "shapley_feature_share",
+                        "shapley_input_share", "feature_norm_ratio")
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -61,7 +64,9 @@ def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: 
     row: dict[str, Any] = {
         **key, "modalities": "+".join(modalities), "fusion": metrics.get("fusion", "concat"),
         "test_acc": metrics["test"]["acc"], "test_macro_f1": metrics["test"]["macro_f1"],
-        "val_acc": metrics["val"]["acc"], "best_epoch": metrics["best_epoch"],
+        "val_acc": metrics["val"]["acc"] if metrics.get("val") else np.nan, "best_epoch": metrics["best_epoch"],
+        # The literature's figure (best test accuracy over epochs): selected on test, optimistic.
+        "literature_best_test_acc": metrics.get("literature", {}).get("best_test_acc", np.nan),
     }
     classes = metrics["classes"]
     num_classes = len(classes)
@@ -83,8 +88,10 @@ def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: 
     row["feature_norm_ratio"] = row[f"feature_norm_{a}"] / max(row[f"feature_norm_{v}"], 1e-12)
     decides = dl.who_decides(fused, {m: outputs[f"{split}_logits_{m}"] for m in modalities})
     row.update({f"decides_{m}": decides[m] for m in modalities} | {"n_disagree": decides["n_disagree"]})
-    row["decides_share"] = decides[a] / (decides[a] + decides[v]) if decides["n_disagree"] else np.nan
-    if "head_weight" in outputs:
+    followed = decides[a] + decides[v] if decides["n_disagree"] else 0.0    # the fused model may follow neither
+    row["decides_share"] = decides[a] / followed if followed > 0 else np.nan
+    # A shared head (MLA) has one block for every modality: weight-based measures do not apply (no number).
+    if "head_weight" in outputs and metrics.get("fusion") != "shared":
         blocks = dl.weight_blocks(outputs["head_weight"], outputs["feature_dims"].tolist(), modalities)
         norms = dl.decision_weight_norms(blocks)
         ratio, class_ratio = dl.weight_norm_ratio(norms, a, v)
@@ -110,14 +117,25 @@ def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: 
             row[f"margin_contrib_{m}"] = float(samples[f"margin_contrib_{m}"].mean())
             per_class[f"true_contrib_{m}"] = dl.per_class_mean(samples[f"true_contrib_{m}"].to_numpy(), labels, num_classes)
             per_class[f"reliance_{m}"] = dl.per_class_mean(np.abs(c).mean(1), labels, num_classes)
+            row[f"centred_contrib_{m}"] = dl.mean_abs_contribution(dl.centred(c))
         row.update({f"logit_share_{m}": s for m, s in dl.shares({m: row[f"logit_contrib_{m}"] for m in modalities}).items()})
         row["logit_share"] = row[f"logit_share_{a}"]
-        shapley = dl.shapley_accuracy(contrib, bias, labels)
-        row.update({f"shapley_{m}": s for m, s in shapley.items()})
-        total = sum(abs(s) for s in shapley.values())
-        row["shapley_share"] = abs(shapley[a]) / total if total > 0 else np.nan
+        row["centred_logit_share"] = dl.shares({m: row[f"centred_contrib_{m}"] for m in modalities})[a]
+        _shapley_measures(row, "feature", dl.shapley_accuracy(contrib, bias, labels), a)
         per_class[f"reliance_share_{a}"] = per_class[f"reliance_{a}"] / (per_class[f"reliance_{a}"] + per_class[f"reliance_{v}"])
+    zeroed = {tuple(k[len(f"{split}_logits_zero_"):].split("_")): v for k, v in outputs.items()
+              if k.startswith(f"{split}_logits_zero_")}
+    if zeroed:
+        _shapley_measures(row, "input", dl.shapley_input_accuracy({(): fused, **zeroed}, labels, modalities), a)
     return row, _class_rows(key, classes, per_class), samples
+
+
+def _shapley_measures(row: dict[str, Any], kind: str, shapley: dict[str, float], first: str) -> None:
+    """Shapley values of accuracy with absent modalities' features zeroed (`feature`, avbias) or their inputs
+    zeroed (`input`, BalanceBenchmark's measure), and the first modality's share of their magnitudes."""
+    row.update({f"shapley_{kind}_{m}": v for m, v in shapley.items()})
+    total = sum(abs(v) for v in shapley.values())
+    row[f"shapley_{kind}_share"] = abs(shapley[first]) / total if total > 0 else np.nan
 
 
 def _class_rows(key: dict[str, Any], classes: list[str], per_class: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -128,7 +146,7 @@ def apply_remedies(metrics: dict[str, Any], outputs: dict[str, np.ndarray], weak
     """Each decision-layer remedy fitted on validation and evaluated on test (models with linear heads)."""
     modalities = [str(m) for m in outputs["modalities"]]
     if len(modalities) < 2 or "head_weight" not in outputs or metrics.get("fusion") == "shared" \
-            or not metrics.get("additive", True):
+            or not metrics.get("additive", True) or "val_labels" not in outputs:   # fit on validation only
         return []
     blocks = dl.weight_blocks(outputs["head_weight"], outputs["feature_dims"].tolist(), modalities)
     norms = {m: n["per_class"] for m, n in dl.decision_weight_norms(blocks).items()}
@@ -179,11 +197,13 @@ def persistence(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             low, high = stats.bootstrap_ci(values.to_numpy(float))
             seeds = values.index.intersection(base.index)
-            p = stats.paired_permutation_p(values[seeds].to_numpy(float), base.loc[seeds, measure].to_numpy(float)) \
-                if method != BASELINE and measure in base and len(seeds) else np.nan
+            paired = method != BASELINE and measure in base and len(seeds)
+            diff = values[seeds].to_numpy(float) - base.loc[seeds, measure].to_numpy(float) if paired else np.array([])
             rows.append({"measure": measure, "method": method, "mean": float(values.mean()),
                          "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": int(values.notna().sum()),
-                         "ci_low": low, "ci_high": high, "p_vs_baseline": p, "n_paired": len(seeds)})
+                         "ci_low": low, "ci_high": high,
+                         "p_vs_baseline": stats.paired_permutation_p(diff, np.zeros_like(diff)) if paired else np.nan,
+                         "p_t_vs_baseline": stats.t_test_p(diff) if paired else np.nan, "n_paired": len(seeds)})
     return pd.DataFrame(rows)
 
 
@@ -193,8 +213,8 @@ def dominance(summary: pd.DataFrame, margin: float, modalities: list[str]) -> di
     for method, group in summary.groupby("method"):
         means = dict(zip(group["measure"], group["mean"]))
         verdict = {}
-        for prefix in ("weight_norm", "logit_contrib", "branch_acc", "feature_norm", "decides", "shapley",
-                       "true_contrib"):
+        for prefix in ("weight_norm", "logit_contrib", "centred_contrib", "branch_acc", "feature_norm", "decides",
+                       "shapley_feature", "shapley_input", "true_contrib"):
             values = {m: means[f"{prefix}_{m}"] for m in modalities if f"{prefix}_{m}" in means}
             if len(values) > 1:
                 verdict[prefix] = dl.dominant_modality({m: max(x, 0.0) for m, x in values.items()}, margin)
@@ -219,9 +239,10 @@ def capability_per_class(dataset: str, per_class: pd.DataFrame, runs: pd.DataFra
     if spec.family == "cremad" and not spec.synthetic:
         for r in cremad_human_accuracy().to_dict("records"):
             rows.append({"class": r["class"], "source": "human raters", "modality": r["modality"], "value": r["accuracy"]})
-    elif spec.synthetic:      # the same for every class; dB are not comparable across modalities' encodings
-        for c in classes:
-            rows += [{"class": c, "source": "generator SNR (dB)", "modality": m, "value": params["synth"][f"{m}_snr_db"]}
+    elif spec.synthetic and spec.family == "cremad":   # the planted per-class SNR (dB: not comparable across modalities)
+        snr = planted.planted_snr(params["synth"], len(classes))
+        for i, c in enumerate(classes):
+            rows += [{"class": c, "source": "generator SNR (dB)", "modality": m, "value": float(snr[m][i])}
                      for m in ("audio", "visual")]
     uni = runs[runs["modalities"].str.count(r"\+") == 0][["method", "modalities"]].drop_duplicates()
     for method, modality in uni.itertuples(index=False):
@@ -254,13 +275,25 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
     summary = aggregate(runs.drop(columns=["modalities", "fusion"]))
     remedies = pd.DataFrame(remedy_rows)
     per_class_frame = pd.DataFrame(class_rows)
+    curves_frame = pd.concat(curves, ignore_index=True)
+    converged = fnd.convergence(curves_frame)
+    first_metrics = loaded[0][0]
+    test_counts = dict(zip(first_metrics["classes"], np.bincount(loaded[0][1]["test_labels"],
+                                                                 minlength=len(first_metrics["classes"])).tolist()))
+    claims = findings(dataset, runs, per_class_frame, remedies, converged, modalities, weak if modalities else None,
+                      first_metrics["classes"], test_counts, params)
     result = {
         "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": dominance(summary, margin, modalities), "capability": cap,
         "weak_modality": weak if modalities else None,
+        "selection": sorted({m["selection"] for m, _ in loaded if "selection" in m}),
+        "test_clips": int(sum(test_counts.values())), "seeds": sorted({int(m["seed"]) for m, _ in loaded}),
+        "environment": sorted({json.dumps(m.get("environment", {}), sort_keys=True) for m, _ in loaded}),
+        "findings": claims.to_dict("records"),
     }
     tables = {
+        "findings.csv": claims, "convergence.csv": converged,
         "runs.csv": runs, "summary.csv": summary, "per_class.csv": per_class_frame,
-        "samples.csv": pd.concat(sample_frames, ignore_index=True), "curves.csv": pd.concat(curves, ignore_index=True),
+        "samples.csv": pd.concat(sample_frames, ignore_index=True), "curves.csv": curves_frame,
         "persistence.csv": persistence(runs) if len(joint) else pd.DataFrame(),
         "remedies.csv": remedies,
         "remedies_summary.csv": aggregate(remedies.drop(columns=["weak"]), by=("method", "remedy")) if len(remedies) else pd.DataFrame(),
@@ -272,3 +305,52 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
     write_json(out_dir / "bias.json", result)
     log.info("dominance: %s; capability: %s", result["dominance"], result["capability"])
     return result
+
+
+def findings(dataset: str, runs: pd.DataFrame, per_class: pd.DataFrame, remedies: pd.DataFrame,
+             converged: pd.DataFrame, modalities: list[str], weak: str | None, classes: list[str],
+             test_counts: dict[str, int], params: dict[str, Any]) -> pd.DataFrame:
+    """The paper's claims with verdicts (analysis.findings) and, on synthetic data, the planted truths."""
+    ok = dict(zip(converged["method"], converged["converged"]))
+    rows: list[dict[str, Any]] = []
+    if modalities and weak is not None:
+        strong = next(m for m in modalities if m != weak)
+        base = runs[runs["method"] == BASELINE]
+        share = base["centred_logit_share"].mean() if "centred_logit_share" in base else np.nan
+        dominant = (modalities[0] if share >= 0.5 else modalities[1]) if not np.isnan(share) else strong
+        rows += fnd.persistence_findings(runs, dominant, ok)
+        rows += fnd.source_findings(runs, dominant, ok)
+        rows += fnd.allocation_findings(per_class, remedies, classes, weak, strong, ok, test_counts)
+    spec = DATASETS[dataset]
+    uni = {m: per_class[per_class["method"] == f"unimodal_{m}"] for m in ("audio", "visual")}
+    if spec.synthetic and spec.family == "cremad" and all(len(u) for u in uni.values()):
+        measured = {m: u.groupby("class", sort=False)["acc"].mean().reindex(classes).to_numpy() for m, u in uni.items()}
+        rec = planted.recovery(params["synth"], measured)
+        rows += fnd.planted_findings(planted_truths(rec, per_class, classes))
+    return pd.DataFrame(rows)
+
+
+def planted_truths(rec: planted.Recovery, per_class: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Recovered / not recovered per planted truth, and the classes where the fused baseline under-uses the
+    more capable modality (the paper's failure mode), from the unimodal models' per-class accuracy."""
+    truths = {"overall dominance": {
+        "recovered": rec.dominant_recovered,
+        "evidence": f"planted {rec.planted_dominant}; unimodal models: {rec.measured_dominant}",
+        "reason": "mean per-class accuracy difference of the unimodal models (tie within "
+                  f"{rec.tie_margin:.2f})"}}
+    if rec.ordering_recovered is not None:
+        truths["per-class capability ordering"] = {
+            "recovered": rec.ordering_recovered,
+            "evidence": f"Spearman {rec.rank_correlation:.2f} of planted vs measured (audio - visual) per class",
+            "reason": f"threshold {rec.rank_threshold} (docs/synthetic.md)"}
+    base = per_class[per_class["method"] == BASELINE]
+    if "reliance_share_audio" in base and len(base):
+        share = base.groupby("class", sort=False)["reliance_share_audio"].mean().reindex(classes).to_numpy()
+        under = planted.under_used_classes(np.array(rec.measured_more_capable), share)
+        truths["failure mode: the baseline under-uses the more capable modality"] = {
+            "recovered": len(under) > 0,
+            "evidence": ", ".join(f"{classes[i]} ({rec.measured_more_capable[i]} more capable, "
+                                  f"audio share {share[i]:.2f})" for i in under) or "no class",
+            "reason": "classes where the more capable modality's share of |W_m f_m| is below 0.5",
+            "labels": ("found", "not found")}
+    return truths

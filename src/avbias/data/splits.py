@@ -35,7 +35,7 @@ def group_split(groups: pd.Series, test_fraction: float, val_fraction: float, se
     names = np.array(sorted(groups.unique()))
     names = names[np.random.default_rng(seed).permutation(len(names))]
     n_test = max(1, int(round(len(names) * test_fraction)))
-    n_val = max(1, int(round(len(names) * val_fraction)))
+    n_val = max(1, int(round(len(names) * val_fraction))) if val_fraction > 0 else 0   # 0: train on the rest
     if n_test + n_val >= len(names):
         raise DataError(f"splits.scheme=speaker: {len(names)} speakers are too few for test and val speakers")
     assignment = {g: "test" for g in names[:n_test]} | {g: "val" for g in names[n_test : n_test + n_val]}

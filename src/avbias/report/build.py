@@ -9,8 +9,9 @@ from typing import Any
 
 from avbias.io import atomic_path, read_json, write_json
 from avbias.report.figures import FIGURES
-from avbias.report.tables import (DatasetAnalysis, accuracy_table, bias_table, data_table, markdown,
-                                  method_dataset_table, persistence_table, remedies_table)
+from avbias.report.tables import (DatasetAnalysis, accuracy_table, bias_table, convergence_table, data_table,
+                                  findings_table, markdown, method_dataset_table, persistence_table, protocol_table,
+                                  not_applicable, remedies_table)
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -25,8 +26,10 @@ def verdict_text(a: DatasetAnalysis) -> str:
         accs = ", ".join(f"{m} {v * 100:.1f}%" for m, v in cap["unimodal_test_acc"].items())
         parts.append(f"Unimodal test accuracy: {accs}; the more capable modality is <b>{cap['stronger']}</b>.")
     for method, verdict in a.bias["dominance"].items():
-        parts.append(f"{html.escape(method)}: decision weights favour <b>{verdict.get('weight_norm')}</b>, "
-                     f"logit contributions favour <b>{verdict.get('logit_contrib')}</b>.")
+        weights = verdict.get("weight_norm") or not_applicable(a, method, weights=True)
+        logits = verdict.get("logit_contrib") or not_applicable(a, method)
+        parts.append(f"{html.escape(method)}: decision weights favour <b>{html.escape(weights)}</b>, "
+                     f"logit contributions favour <b>{html.escape(logits)}</b>.")
     return " ".join(parts)
 
 
@@ -42,7 +45,8 @@ def metrics_for_dvc(a: DatasetAnalysis) -> dict[str, Any]:
 
 def write_plot_data(a: DatasetAnalysis, out_dir: Path) -> None:
     """Validation accuracy per epoch, one column per method (mean over seeds): the DVC plot's data."""
-    wide = a.curves.groupby(["epoch", "method"])["val_acc"].mean().unstack("method").reset_index()
+    column = "val_acc" if "val_acc" in a.curves else "train_acc"     # protocols without a validation split
+    wide = a.curves.groupby(["epoch", "method"])[column].mean().unstack("method").reset_index()
     with atomic_path(out_dir / "plots" / f"val_acc_{a.dataset}.csv") as tmp:
         wide.to_csv(tmp, index=False, float_format="%.6g")
 
@@ -52,15 +56,26 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
     title = params["report"]["title"]
     analyses = [DatasetAnalysis.load(d) for d in analysis_dirs]
     body, md = [f"<h1>{html.escape(title)}</h1>"], [f"# {title}\n"]
+    # Findings first: each claim's verdict with its evidence, then what every number was computed with.
+    body.append("<h2>Findings</h2><p>One row per claim of arXiv 2510.14411 (and, on synthetic data, per planted "
+                "truth). A verdict needs converged runs, at least 3 seeds and p &lt; 0.05; otherwise it is "
+                "inconclusive and says why.</p>")
+    md.append("## Findings\n")
+    for a in analyses:
+        for name, table in ((f"Findings: {a.dataset}", findings_table(a)), (f"Protocol: {a.dataset}", protocol_table(a, params))):
+            body.append(f"<h3>{html.escape(name)}</h3>" + table.to_html(index=False, border=0, escape=True))
+            md.append(f"### {name}\n\n{markdown(table)}")
     overview = method_dataset_table(analyses)
-    body.append("<h2>Test accuracy, method × dataset</h2><p>mean ± std over seeds; in brackets each branch's accuracy "
-                "through the fused head (audio / visual).</p>" + overview.to_html(index=False, border=0))
+    body.append("<h2>Test accuracy, method × dataset</h2><p>Test accuracy at the selected epoch (see Protocol), "
+                "mean ± std over seeds; in brackets each branch's accuracy through the fused head (audio / visual).</p>"
+                + overview.to_html(index=False, border=0))
     md.append(f"## Test accuracy, method × dataset\n\n{markdown(overview)}")
     for a, raw, features in zip(analyses, raw_dirs, feature_dirs, strict=True):
         body.append(f"<h2>{html.escape(a.dataset)}</h2><p>{verdict_text(a)}</p>")
         md.append(f"## {a.dataset}\n")
         data = data_table(read_json(raw / "acquire.json"), read_json(features / "extract.json"))
-        sections = (("Data", data), ("Accuracy", accuracy_table(a)), ("Decision-layer bias (test split)", bias_table(a)),
+        sections = (("Data", data), ("Convergence", convergence_table(a)), ("Accuracy", accuracy_table(a)),
+                    ("Decision-layer bias (test split)", bias_table(a)),
                     ("Persistence of the bias across methods", persistence_table(a)),
                     ("Decision-layer remedies (fit on validation, tested on test)", remedies_table(a)))
         for name, table in sections:

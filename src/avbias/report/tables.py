@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ class DatasetAnalysis:
     remedies: pd.DataFrame
     remedies_summary: pd.DataFrame
     capability: pd.DataFrame
+    findings: pd.DataFrame
+    convergence: pd.DataFrame
 
     @classmethod
     def load(cls, folder: Path) -> "DatasetAnalysis":
@@ -37,7 +40,8 @@ class DatasetAnalysis:
 
         return cls(bias["dataset"], table("runs.csv"), table("summary.csv"), table("per_class.csv"), table("curves.csv"),
                    bias, table("samples.csv"), table("persistence.csv"), table("remedies.csv"),
-                   table("remedies_summary.csv"), table("capability.csv"))
+                   table("remedies_summary.csv"), table("capability.csv"), table("findings.csv"),
+                   table("convergence.csv"))
 
     @property
     def joint_methods(self) -> list[str]:
@@ -60,12 +64,25 @@ def fmt(stat: tuple[float, float] | None, scale: float = 1.0, digits: int = 1) -
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+LITERATURE = "best test acc over epochs (%) — literature protocol: selected on test, optimistic"
+
+
+def converged(a: DatasetAnalysis, method: str) -> str:
+    hit = a.convergence[a.convergence["method"] == method] if len(a.convergence) else a.convergence
+    if hit.empty:
+        return "–"
+    r = hit.iloc[0]
+    return "yes" if r["converged"] else f"no (+{r['late_rise'] * 100:.1f} pts in the last quarter)"
+
+
 def accuracy_table(a: DatasetAnalysis) -> pd.DataFrame:
-    """Method x (test accuracy, macro-F1, each branch's accuracy through the fused head), in %."""
+    """Method x (test accuracy at the selected epoch, the literature's best-on-test figure, macro-F1, each
+    branch's accuracy through the fused head), in %, and whether the method converged."""
     rows = []
     for method in a.runs["method"].unique():
-        row = {"method": method, "seeds": int((a.runs["method"] == method).sum()),
+        row = {"method": method, "seeds": int((a.runs["method"] == method).sum()), "converged": converged(a, method),
                "test acc (%)": fmt(a.stat(method, "test_acc"), 100),
+               LITERATURE: fmt(a.stat(method, "literature_best_test_acc"), 100),
                "macro-F1 (%)": fmt(a.stat(method, "test_macro_f1"), 100)}
         for m in a.modalities:
             row[f"{m} branch acc (%)"] = fmt(a.stat(method, f"branch_acc_{m}"), 100)
@@ -82,8 +99,8 @@ def bias_table(a: DatasetAnalysis) -> pd.DataFrame:
             row[f"‖W_{m}‖"] = fmt(a.stat(method, f"weight_norm_{m}"), digits=3)
         for m in a.modalities:
             row[f"mean |W_{m} f_{m}|"] = fmt(a.stat(method, f"logit_contrib_{m}"), digits=3)
-        row["dominant (weights)"] = verdict.get("weight_norm", "–")
-        row["dominant (logits)"] = verdict.get("logit_contrib", "–")
+        row["dominant (weights)"] = verdict.get("weight_norm") or not_applicable(a, method, weights=True)
+        row["dominant (logits)"] = verdict.get("logit_contrib") or not_applicable(a, method)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -93,15 +110,77 @@ def persistence_table(a: DatasetAnalysis) -> pd.DataFrame:
     if a.persistence.empty:
         return pd.DataFrame()
     first = a.modalities[0] if a.modalities else "audio"
-    label = {"weight_share": f"{first} share of ‖W‖", "logit_share": f"{first} share of |W f|",
-             "decides_share": f"{first} share of decisions (disagreements)", "shapley_share": f"{first} share of Shapley",
-             "feature_norm_ratio": "‖f_a‖ / ‖f_v‖"}
     rows = []
     for r in a.persistence.itertuples(index=False):
-        rows.append({"measure": label.get(r.measure, r.measure), "method": r.method, "mean ± std": f"{r.mean:.3f} ± {r.std:.3f}",
+        rows.append({"measure": measure_label(r.measure, first), "method": r.method,
+                     "mean ± std": f"{r.mean:.3f} ± {r.std:.3f}",
                      "95% CI": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if pd.notna(r.ci_low) else "–",
-                     "p vs baseline (paired, n)": f"{r.p_vs_baseline:.2f} ({r.n_paired})" if pd.notna(r.p_vs_baseline) else "–"})
+                     "p vs baseline: paired t (exact sign-flip), n": (
+                         f"{r.p_t_vs_baseline:.3f} ({r.p_vs_baseline:.2f}), {r.n_paired}" if pd.notna(r.p_vs_baseline) else "–")})
     return pd.DataFrame(rows)
+
+
+def measure_label(measure: str, first: str) -> str:
+    return {"weight_share": f"{first} share of ‖W‖", "logit_share": f"{first} share of |W f|",
+            "centred_logit_share": f"{first} share of |W f − mean over classes| (what softmax sees)",
+            "decides_share": f"{first} share of decisions (disagreements)",
+            "shapley_feature_share": f"{first} share of Shapley, features zeroed (avbias)",
+            "shapley_input_share": f"{first} share of Shapley, inputs zeroed (BalanceBenchmark's)",
+            "feature_norm_ratio": "‖f_a‖ / ‖f_v‖"}.get(measure, measure)
+
+
+def not_applicable(a: DatasetAnalysis, method: str, weights: bool = False) -> str:
+    run = a.runs[a.runs["method"] == method]
+    fusion = str(run["fusion"].iloc[0]) if len(run) else ""
+    if fusion in ("film", "gated"):
+        return "not applicable (non-additive fusion)"
+    if weights and fusion == "shared":
+        return "not applicable (shared head)"
+    return "–"
+
+
+def findings_table(a: DatasetAnalysis) -> pd.DataFrame:
+    """The paper's claims and the planted truths, each with its evidence, effect, CI, test and verdict."""
+    if a.findings.empty:
+        return pd.DataFrame()
+    rows = []
+    for r in a.findings.to_dict("records"):
+        effect = "–" if pd.isna(r.get("effect")) else (
+            f"{r['effect']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if pd.notna(r.get("ci_low")) else f"{r['effect']:+.3f}")
+        rows.append({"claim": r["claim"], "subject": r["subject"], "evidence": r["evidence"],
+                     "effect [95% CI over seeds]": effect,
+                     "t-test p": "–" if pd.isna(r.get("p")) else f"{r['p']:.3g}",
+                     "seeds": "–" if pd.isna(r.get("n_seeds")) else int(r["n_seeds"]),
+                     "verdict": r["verdict"], "why": r["reason"]})
+    return pd.DataFrame(rows)
+
+
+def convergence_table(a: DatasetAnalysis) -> pd.DataFrame:
+    if a.convergence.empty:
+        return pd.DataFrame()
+    return pd.DataFrame([{"method": r["method"], "curve": f"seed-mean {r['metric']}", "epochs": int(r["epochs"]),
+                          "rise over the last quarter (pts)": f"{r['late_rise'] * 100:+.1f}",
+                          "largest single-run rise (pts)": f"{r['max_run_late_rise'] * 100:+.1f}",
+                          "converged (< 2 pts)": "yes" if r["converged"] else "no"}
+                         for r in a.convergence.to_dict("records")])
+
+
+def protocol_table(a: DatasetAnalysis, params: dict[str, Any]) -> pd.DataFrame:
+    """What every number in this dataset's section was computed with."""
+    b = a.bias
+    envs = [json.loads(e) for e in b.get("environment", [])]
+    env = "; ".join(f"torch {e.get('torch')} on {e.get('device')}, {e.get('threads')} threads, "
+                    f"oneDNN {'on' if e.get('mkldnn') else 'off'}" for e in envs) or "–"
+    selection = {"val": "the best validation epoch (headline figures)", "last": "the last epoch (no validation split)"}
+    rows = [("protocol", params["report"]["protocol"]),
+            ("model selection", "; ".join(selection.get(s, s) for s in b.get("selection", [])) or "–"),
+            ("literature figure", "best test accuracy over epochs: selected on test, optimistic (shown apart)"),
+            ("seeds", ", ".join(str(s) for s in b.get("seeds", []))),
+            ("test clips (analysis split)", b.get("test_clips", "–")),
+            ("tests", "t-test over seeds (paired against the baseline where two methods are compared), "
+                      "α = 0.05; exact sign-flip p beside it in the persistence table"),
+            ("computed with", env)]
+    return pd.DataFrame(rows, columns=["", "value"]).astype(str)
 
 
 def remedies_table(a: DatasetAnalysis) -> pd.DataFrame:

@@ -1,0 +1,178 @@
+"""The paper's claims as verdicts: each with its evidence, effect size, CI over seeds, test, seed count and a
+verdict (supported / not supported / inconclusive, with the reason). Pure functions on the analyse stage's
+tables (runs, per-class accuracy, remedies, curves).
+
+Claims (arXiv 2510.14411):
+1. the bias persists under each balancing method and under pretraining;
+2. the bias comes from feature-norm and decision-weight disparities;
+3. per-class capability-aware allocation beats the baseline on the classes where the weaker modality is
+   the more capable one.
+A verdict needs converged runs, at least MIN_SEEDS seeds and p < ALPHA (two-sided t-test over seeds, paired
+where two methods are compared); otherwise it is inconclusive and says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from avbias.analysis import stats
+
+ALPHA = 0.05
+MIN_SEEDS = 3
+CONVERGED_RISE = 0.02          # accuracy may rise by less than 2 points over the last quarter of the epochs
+BASELINE = "baseline"
+ALLOCATIONS = {"class_weights": "remedy: per-class modality weights fit on validation",
+               "adaptive_fusion": "method: adaptive_fusion (allocation learnt in training)"}
+
+
+def late_rise(values: np.ndarray, fraction: float = 0.25) -> float:
+    """How much a curve still rises over its last `fraction` of epochs: the least-squares slope over those
+    epochs times their span (robust to one noisy epoch); NaN with fewer than 3 epochs there."""
+    values = np.asarray(values, float)
+    tail = values[len(values) - max(int(round(len(values) * fraction)), 1):]
+    if len(tail) < 3:
+        return float("nan")
+    x = np.arange(len(tail), dtype=float)
+    slope = np.polyfit(x, tail, 1)[0]
+    return float(slope * (len(tail) - 1))
+
+
+def convergence(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the late rise of the seed-mean validation accuracy (train accuracy for protocols without
+    a validation split), the largest per-run rise, and whether the method converged."""
+    metric = "val_acc" if "val_acc" in curves and curves["val_acc"].notna().any() else "train_acc"
+    rows = []
+    for method, group in curves.groupby("method", sort=True):
+        mean_curve = group.groupby("epoch")[metric].mean().to_numpy()
+        per_run = [late_rise(g.sort_values("epoch")[metric].to_numpy()) for _, g in group.groupby("seed")]
+        rise = late_rise(mean_curve)
+        rows.append({"method": method, "metric": metric, "epochs": len(mean_curve), "late_rise": rise,
+                     "max_run_late_rise": float(np.nanmax(per_run)) if per_run else float("nan"),
+                     "converged": bool(rise < CONVERGED_RISE) if not np.isnan(rise) else False})
+    return pd.DataFrame(rows)
+
+
+def _test(values: np.ndarray, null: float = 0.0) -> dict[str, Any]:
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    low, high = stats.bootstrap_ci(values) if len(values) else (float("nan"), float("nan"))
+    return {"effect": float(values.mean() - null) if len(values) else float("nan"), "ci_low": low - null,
+            "ci_high": high - null, "p": stats.t_test_p(values - null), "n_seeds": len(values)}
+
+
+def _verdict(result: dict[str, Any], converged: bool, positive: str, negative: str) -> dict[str, Any]:
+    """supported when the effect is positive and significant; not supported when significant the other way."""
+    if not converged:
+        return result | {"verdict": "inconclusive", "reason": "a run did not converge (see Convergence)"}
+    if result["n_seeds"] < MIN_SEEDS:
+        return result | {"verdict": "inconclusive", "reason": f"{result['n_seeds']} seeds (a verdict needs {MIN_SEEDS})"}
+    if np.isnan(result["p"]) or result["p"] >= ALPHA:
+        return result | {"verdict": "inconclusive", "reason": f"p = {result['p']:.3g} >= {ALPHA}"}
+    if result["effect"] > 0:
+        return result | {"verdict": "supported", "reason": positive}
+    return result | {"verdict": "not supported", "reason": negative}
+
+
+def _row(claim: str, subject: str, evidence: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"claim": claim, "subject": subject, "evidence": evidence, **result}
+
+
+def persistence_findings(runs: pd.DataFrame, dominant: str, converged: dict[str, bool]) -> list[dict[str, Any]]:
+    """Claim 1: under each balancing method and pretraining, the dominant modality still takes more than half
+    of the decision (its share of the class-centred logit contributions; of the decisions where the
+    branches disagree, for heads that do not decompose); one-sample t-test of share - 0.5 over seeds."""
+    rows = []
+    joint = runs[runs["modalities"].str.contains(r"\+")]
+    for method, group in joint.groupby("method", sort=True):
+        if group["centred_logit_share"].notna().any():
+            measure, values = "centred logit share", group["centred_logit_share"].to_numpy(float)
+        else:
+            measure, values = "share of decisions", group["decides_share"].to_numpy(float)
+        if dominant != group["modalities"].iloc[0].split("+")[0]:
+            values = 1 - values                     # shares are of the first modality
+        result = _test(values, null=0.5)
+        verdict = _verdict(result, converged.get(method, False) and converged.get(BASELINE, False),
+                           f"{dominant} keeps more than half of the decision", f"{dominant} no longer dominates")
+        rows.append(_row("1. the bias persists", method, f"{dominant}'s {measure} - 0.5", verdict))
+    return rows
+
+
+def source_findings(runs: pd.DataFrame, dominant: str, converged: dict[str, bool]) -> list[dict[str, Any]]:
+    """Claim 2, on the baseline: the dominant modality has the larger features (log feature-norm ratio > 0)
+    and the larger decision weights (weight share > 0.5)."""
+    base = runs[runs["method"] == BASELINE]
+    if base.empty:
+        return []
+    a = base["modalities"].iloc[0].split("+")[0]
+    sign = 1.0 if dominant == a else -1.0
+    ok = converged.get(BASELINE, False)
+    rows = [_row("2. from feature-norm disparity", BASELINE, f"log(||f_{dominant}|| / ||f_other||), mean over test clips",
+                 _verdict(_test(sign * np.log(base["feature_norm_ratio"].to_numpy(float))), ok,
+                          f"{dominant}'s features are larger", f"{dominant}'s features are smaller"))]
+    if base["weight_share"].notna().any():
+        shares = base["weight_share"].to_numpy(float)
+        shares = shares if dominant == a else 1 - shares
+        rows.append(_row("2. from decision-weight disparity", BASELINE, f"{dominant}'s share of ||W|| - 0.5",
+                         _verdict(_test(shares, 0.5), ok, f"{dominant}'s decision weights are larger",
+                                  f"{dominant}'s decision weights are smaller")))
+    return rows
+
+
+def weak_favoured_classes(per_class: pd.DataFrame, weak: str, strong: str) -> list[str]:
+    """Classes where the unimodal model of the weaker modality (overall) beats the stronger one (seed means)."""
+    acc = per_class[per_class["method"].isin([f"unimodal_{weak}", f"unimodal_{strong}"])]
+    if acc.empty:
+        return []
+    table = acc.groupby(["class", "method"], sort=False)["acc"].mean().unstack("method")
+    if f"unimodal_{weak}" not in table or f"unimodal_{strong}" not in table:
+        return []
+    return [str(c) for c, r in table.iterrows() if r[f"unimodal_{weak}"] > r[f"unimodal_{strong}"]]
+
+
+def allocation_findings(per_class: pd.DataFrame, remedies: pd.DataFrame, classes: list[str], weak: str,
+                        strong: str, converged: dict[str, bool], test_counts: dict[str, int]) -> list[dict[str, Any]]:
+    """Claim 3: accuracy on the weak-favoured classes, allocation minus baseline, paired over seeds."""
+    favoured = weak_favoured_classes(per_class, weak, strong)
+    claim = "3. capability-aware allocation helps where the weak modality is more capable"
+    if not favoured:
+        return [_row(claim, "-", "no class where the weaker modality's unimodal model is more accurate",
+                     {"verdict": "inconclusive", "reason": "nothing to test: no weak-favoured class",
+                      "n_seeds": 0})]
+    index = [classes.index(c) for c in favoured]
+    clips = sum(test_counts.get(c, 0) for c in favoured)
+    base = per_class[(per_class["method"] == BASELINE) & per_class["class"].isin(favoured)]
+    base_acc = base.groupby("seed")["acc"].mean()      # unweighted mean over the classes
+    rows = []
+    for name, label in ALLOCATIONS.items():
+        if name == "adaptive_fusion":
+            other = per_class[(per_class["method"] == name) & per_class["class"].isin(favoured)]
+            acc = other.groupby("seed")["acc"].mean()
+            ok = converged.get(name, False) and converged.get(BASELINE, False)
+        else:
+            rem = remedies[(remedies["method"] == BASELINE) & (remedies["remedy"] == name)] if len(remedies) else remedies
+            if rem is None or rem.empty:
+                continue
+            acc = rem.set_index("seed")[[f"class_acc_{i}" for i in index]].mean(1)
+            ok = converged.get(BASELINE, False)
+        if acc.empty:
+            continue
+        seeds = acc.index.intersection(base_acc.index)
+        result = _test((acc[seeds] - base_acc[seeds]).to_numpy(float))
+        verdict = _verdict(result, ok, f"higher accuracy on {', '.join(favoured)}",
+                           f"lower accuracy on {', '.join(favoured)}")
+        rows.append(_row(claim, label, f"accuracy on {', '.join(favoured)} ({clips} test clips) minus the "
+                                       "baseline's, same seeds", verdict))
+    return rows
+
+
+def planted_findings(recovered: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per planted truth of a synthetic dataset: recovered or not."""
+    rows = []
+    for truth, value in recovered.items():
+        found, missed = value.get("labels", ("recovered", "not recovered"))
+        rows.append({"claim": "planted truth", "subject": truth, "evidence": value["evidence"],
+                     "verdict": found if value["recovered"] else missed, "reason": value["reason"]})
+    return rows
