@@ -30,9 +30,9 @@ ALLOCATIONS = {"class_weights": "remedy: per-class modality weights fit on valid
 
 def late_rise(values: np.ndarray, fraction: float = 0.25) -> float:
     """How much a curve still rises over its last `fraction` of epochs: the least-squares slope over those
-    epochs times their span (robust to one noisy epoch); NaN with fewer than 3 epochs there."""
+    epochs (at least 3) times their span, robust to one noisy epoch; NaN for curves under 3 epochs."""
     values = np.asarray(values, float)
-    tail = values[len(values) - max(int(round(len(values) * fraction)), 1):]
+    tail = values[len(values) - max(int(round(len(values) * fraction)), 3):]
     if len(tail) < 3:
         return float("nan")
     x = np.arange(len(tail), dtype=float)
