@@ -3,7 +3,7 @@
 Per-item baseline (written here, after OGM-GE's CREMA-D dataset): every __getitem__ reads the wav, resamples
 it to 22,050 Hz, tiles it to 3 s, computes the log |STFT| (n_fft 512, hop 353), reads one JPEG frame
 (pre-extracted, as OGM-GE does, untimed), applies RandomResizedCrop 224 + flip + ImageNet normalisation;
-a torch DataLoader batches it. avbias: the training loader (`avbias.features.loader.BatchStream`, split held in
+a torch DataLoader batches it. avbias: the training loader (`avbias.loader.BatchStream`, split held in
 memory, on the GPU when there is one) and its batched augmentation (`visual_inputs`: frame window,
 RandomResizedCrop 224 + flip as one grid_sample, normalisation), spectrograms cast to float32.
 Both: batch 64, the same worker count for the baseline's DataLoader, samples/s over 2 epochs after a warm-up.
@@ -29,7 +29,7 @@ import torch
 import torchaudio
 
 from _common import cremad_table, random_features
-from avbias.features.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
+from avbias.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
 
 SIZE = 224
 

@@ -89,7 +89,7 @@ def test_per_dataset_values_override_the_defaults_most_specific_first() -> None:
     assert resolve_hyperparams("ogm_ge", {}, "cremad").alpha == 0.8                    # the dataclass default
     shipped = load_params(REPO / "params.yaml")
     assert resolve_hyperparams("ogm_ge", shipped, "cremad").alpha == 0.8               # OGM-GE README
-    assert resolve_hyperparams("ogm_ge", shipped, "synth_ks").alpha == 0.1
+    assert resolve_hyperparams("ogm_ge", shipped, "synth_ks").modulation_ends == 60      # BML train_ogm.sh
 
 
 def test_stage_command_rejects_invalid_params_json(capsys: pytest.CaptureFixture[str]) -> None:
