@@ -14,7 +14,7 @@ from avbias.report.tables import (DatasetAnalysis, accuracy_table, bias_table, c
                                   not_applicable, remedies_table)
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:1.5em 0}figcaption{font-size:90%;color:#444}
 img{max-width:100%}"""
 

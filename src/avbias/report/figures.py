@@ -101,15 +101,30 @@ def logit_contributions(a: DatasetAnalysis, path: Path) -> str:
 
 
 def validation_curves(a: DatasetAnalysis, path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for method, group in a.curves.groupby("method", sort=False):
-        curve = group.groupby("epoch")["val_acc"].mean() * 100
-        ax.plot(curve.index, curve.to_numpy(), marker=".", label=method)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.legend(fontsize=8)
+    column = "val_acc" if "val_acc" in a.curves and a.curves["val_acc"].notna().any() else "train_acc"
+    methods = list(dict.fromkeys(a.curves["method"]))
+    cols = min(4, len(methods))
+    rows_n = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.0 * cols, 2.3 * rows_n), squeeze=False, sharex=True, sharey=True)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    for ax, method in zip(axes.flat, methods):     # one panel per method: no legend to decode
+        group = a.curves[a.curves["method"] == method]
+        for _, run in group.groupby("seed"):
+            ax.plot(run["epoch"], run[column] * 100, color="#bbbbbb", lw=0.8)
+        curve = group.groupby("epoch")[column].mean() * 100
+        ax.plot(curve.index, curve.to_numpy(), color="k", lw=1.5)
+        start = curve.index[len(curve) - max(int(round(len(curve) * 0.25)), 3)] if len(curve) >= 3 else curve.index[0]
+        ax.axvspan(start, curve.index[-1], color="#fde9c9", lw=0)
+        ax.set_title(method, fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{column.replace('_acc', '')} acc (%)")
     _save(fig, path)
-    return f"{a.dataset}: validation accuracy per epoch (mean over seeds); the best epoch on validation is the one tested."
+    what = "validation" if column == "val_acc" else "training (no validation split)"
+    return (f"{a.dataset}: {what} accuracy per epoch, one panel per method: each seed (grey) and their mean (black). "
+            "Shaded: the last quarter of the epochs, over which a converged curve rises by less than 2 points.")
 
 
 def _no_data(a: DatasetAnalysis, path: Path, what: str) -> str:
@@ -184,22 +199,26 @@ def who_decides_bars(a: DatasetAnalysis, path: Path) -> str:
 def persistence_plot(a: DatasetAnalysis, path: Path) -> str:
     if a.persistence.empty:
         return _no_data(a, path, "no joint runs")
-    measures = [m for m in ("weight_share", "logit_share", "decides_share", "shapley_share") if m in set(a.persistence["measure"])]
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(a.joint_methods)), 3.4))
+    names = {"weight_share": "‖W‖", "centred_logit_share": "|W f| (class-centred)", "decides_share": "decisions",
+             "shapley_feature_share": "Shapley (features zeroed)", "shapley_input_share": "Shapley (inputs zeroed)"}
+    measures = [m for m in names if m in set(a.persistence["measure"])]
     methods = list(dict.fromkeys(a.persistence["method"]))
+    fig, axes = plt.subplots(1, len(measures), figsize=(2.6 * len(measures) + 1, 3.6), squeeze=False, sharey=True)
     x = np.arange(len(methods))
-    for i, measure in enumerate(measures):
+    for ax, measure in zip(axes.flat, measures):    # one panel per measure, methods named on the axis
         rows = a.persistence[a.persistence["measure"] == measure].set_index("method").reindex(methods)
         err = np.array([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).clip(min=0)
-        ax.errorbar(x + (i - 1.5) * 0.15, rows["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3, label=measure)
-    ax.axhline(0.5, color="k", lw=0.6, ls=":")
-    ax.set_xticks(x, [m.replace("_", "\n") for m in methods], fontsize=7)
-    ax.set_ylabel(f"{a.modalities[0]} share")
-    ax.legend(fontsize=7)
+        ax.errorbar(x, rows["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3, color="k")
+        ax.axhline(0.5, color="k", lw=0.6, ls=":")
+        ax.set_xticks(x, methods, rotation=90, fontsize=7)
+        ax.set_title(names[measure], fontsize=9)
+        ax.set_ylim(0, 1)
+    axes.flat[0].set_ylabel(f"{a.modalities[0]} share (0.5 = balanced)")
     _save(fig, path)
-    return (f"{a.dataset}: persistence of the bias. Each measure is the {a.modalities[0]} share (0.5 = balanced) of decision "
-            "weight norm, mean |logit contribution|, decisions where the branches disagree, and Shapley value of "
-            "accuracy; mean over seeds with 95% bootstrap CI, per method.")
+    return (f"{a.dataset}: persistence of the bias, one panel per measure: the {a.modalities[0]} share of the decision "
+            "weight norm, of the class-centred logit contributions, of the decisions where the branches disagree, "
+            "and of the Shapley value of accuracy (absent modality's features or inputs zeroed); mean over seeds "
+            "with 95% bootstrap CI. No point: the measure does not apply to that method's head.")
 
 
 def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
@@ -219,25 +238,29 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
         return _no_data(a, path, f"{source}: not every modality measured")
     ext_share = ext[first] / ext[a.modalities].sum(1)
     classes = list(dict.fromkeys(a.per_class["class"]))
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) * 2), 3.4))
+    methods = a.joint_methods
+    cols = min(4, len(methods))
+    rows_n = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.4 * cols, 2.6 * rows_n), squeeze=False, sharey=True)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
     x = np.arange(len(classes))
-    ax.bar(x - 0.3, ext_share.reindex(classes), 0.2, label=f"{source}: {first} share", color="#999999")
-    for i, method in enumerate(a.joint_methods[:3]):
+    for ax, method in zip(axes.flat, methods):      # one panel per joint method
         rel = a.per_class[a.per_class["method"] == method].groupby("class")[key].mean().reindex(classes)
-        ax.bar(x - 0.1 + 0.2 * i, rel, 0.2, label=f"{method}: {first} share of |W f|")
-    ax.axhline(0.5, color="k", lw=0.6, ls=":")
-    ax.set_xticks(x, classes, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+        ax.bar(x - 0.2, ext_share.reindex(classes), 0.4, color="#999999")
+        ax.bar(x + 0.2, rel, 0.4, color=COLOURS.get(first))
+        ax.axhline(0.5, color="k", lw=0.6, ls=":")
+        ax.set_xticks(x, classes, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(method, fontsize=9)
     _save(fig, path)
     what = ("the crowd's accuracy from the voice alone vs the face alone (CREMA-D summaryTable.csv), as the voice's share"
             if source == "human raters" else "the unimodal models' per-class test accuracy, as audio's share")
     if not snr.empty:
-        levels = snr.groupby("modality")["value"].first()
-        what += ("; the generator's SNRs, the same for every class, are "
-                 + ", ".join(f"{m} {v:g} dB" for m, v in levels.items()) + " (dB differ in meaning across the two encodings)")
-    return (f"{a.dataset}: per class, the external capability ({what}) beside each model's reliance on {first} (its share of "
-            "mean |W_m f_m| over the class's test samples), for up to three joint methods.")
+        what += "; the generator's planted per-class SNRs are in capability.csv"
+    return (f"{a.dataset}: per class, grey: the external capability ({what}); coloured: the model's reliance on "
+            f"{first} (its share of mean |W_m f_m| over the class's test samples). One panel per joint method; "
+            "a coloured bar below the grey one means the model relies on the first modality less than its capability.")
 
 
 def per_class_heatmap(a: DatasetAnalysis, path: Path) -> str:
@@ -269,18 +292,33 @@ def remedies_scatter(a: DatasetAnalysis, path: Path) -> str:
     if a.remedies_summary.empty:
         return _no_data(a, path, "no joint runs with a linear head")
     s = a.remedies_summary
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for remedy in s["remedy"].unique():
-        acc = s[(s["remedy"] == remedy) & (s["measure"] == "test_acc")].set_index("method")["mean"]
-        share = s[(s["remedy"] == remedy) & (s["measure"] == "weak_decides")].set_index("method")["mean"].reindex(acc.index)
-        ax.scatter(share * 100, acc * 100, label=remedy, marker="o" if remedy != "none" else "s")
-    ax.set_xlabel(f"{a.bias.get('weak_modality')} (weak) share of decisions (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    methods = list(dict.fromkeys(s["method"]))
+    cols = min(4, len(methods))
+    rows_n = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    for ax, method in zip(axes.flat, methods):      # one panel per method, each remedy named at its point
+        rows = s[s["method"] == method].pivot_table(index="remedy", columns="measure", values="mean")
+        if "none" not in rows.index:
+            continue
+        x0, y0 = rows.loc["none", "weak_decides"] * 100, rows.loc["none", "test_acc"] * 100
+        ax.scatter([x0], [y0], marker="s", color="k", zorder=3)
+        ax.annotate("none", (x0, y0), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for remedy, r in rows.drop(index="none").iterrows():
+            x1, y1 = r["weak_decides"] * 100, r["test_acc"] * 100
+            ax.scatter([x1], [y1], s=10, color="#1f77b4", zorder=3)      # also sets the axes' limits
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "#1f77b4", "lw": 0.8})
+            ax.annotate(remedy, (x1, y1), fontsize=7, xytext=(3, -8), textcoords="offset points")
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel(f"{a.bias.get('weak_modality')} (weak) decides (%)", fontsize=8)
+        ax.set_ylabel("test accuracy (%)", fontsize=8)
+        ax.margins(0.25)
     _save(fig, path)
-    return (f"{a.dataset}: decision-layer remedies (fit on validation, evaluated on test) applied to each joint model "
-            "with a linear head: test accuracy against the weak modality's share of decisions where the branches "
-            "disagree; one point per method and remedy (mean over seeds), 'none' = the model as trained.")
+    return (f"{a.dataset}: decision-layer remedies (fit on validation, evaluated on test), one panel per joint model "
+            "with a linear head: each arrow goes from the model as trained ('none', square) to the same model with a "
+            "remedy, in test accuracy and the weak modality's share of the decisions where the branches disagree "
+            "(mean over seeds).")
 
 
 FIGURES = {
