@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from avbias.errors import ParamsError
 from avbias.lazy import F, torch
 from avbias.methods.registry import Method, register
 
@@ -63,6 +64,12 @@ class GBlending(Method):
         self.unimodal = "aux_logits" if self.aux_heads else "logits"
         self.weights = {k: 1 / len(HEADS) for k in HEADS}
         self.last_losses: tuple[dict[str, float], dict[str, float]] | None = None
+
+    def setup(self, model: AVClassifier, trainer: "Trainer") -> None:
+        if "val" not in trainer.splits:
+            raise ParamsError("gblending estimates its weights on held-out data, and splits.val_fraction 0 leaves "
+                              "no validation split: carve one out of train, or leave gblending out of run.methods "
+                              "(BalanceBenchmark estimates on the test set, which avbias does not do)")
 
     def epoch_start(self, model: AVClassifier, epoch: int, trainer: "Trainer") -> dict[str, float]:
         if epoch % self.hp.super_epoch == 0:
