@@ -1,7 +1,8 @@
 """A lab sharing results through a DVC remote, with real git, DVC and Snakemake in temporary folders.
 
 One person runs the pipeline with `dvc repro` and pushes; a teammate clones and pulls, changes a
-parameter, adds a method, breaks and repairs an artifact; and an experiment runs beside the baseline.
+parameter, adds a method, breaks and repairs an artifact, edits the training code; an experiment runs
+beside the baseline; and DVC adopts what a plain Snakemake run (`make demo`) built.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run
+from conftest import make_project, run, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +141,19 @@ def test_corrupted_artifact_is_reported_and_repaired(teammate: Path) -> None:
     nothing_to_do(teammate)
 
 
+def test_editing_the_training_loader_makes_only_train_stale(teammate: Path) -> None:
+    loader = teammate / "src/avbias/loader.py"
+    original = loader.read_bytes()
+    try:
+        loader.write_bytes(original + b"# an edit to the training code\n")
+        status = json.loads(run(["dvc", "status", "--json"], teammate).stdout)
+        assert set(status) == {"train"}, status           # extract reads no loader code; analyse follows train's outs
+        assert "src/avbias/loader.py" in json.dumps(status["train"]), status
+    finally:
+        loader.write_bytes(original)
+    nothing_to_do(teammate)
+
+
 def test_experiment_runs_beside_the_unchanged_baseline(lab: dict[str, Path]) -> None:
     origin = lab["origin"]
     baseline = digests(origin)
@@ -148,7 +162,51 @@ def test_experiment_runs_beside_the_unchanged_baseline(lab: dict[str, Path]) -> 
     assert digests(origin) == baseline and (origin / "params.yaml").read_text() == params_before
     shown = json.loads(run(["dvc", "exp", "show", "--json"], origin).stdout)
     assert "lr001" in json.dumps(shown)
-    diff = run(["dvc", "metrics", "diff", "HEAD", "lr001"], origin).stdout
-    assert "test_acc" in diff or "Path" in diff
+    # --all: rows whose value did not change are listed too. {path: {metric: {old, new, diff}}}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json", "HEAD", "lr001"], origin).stdout)
+    rows = {metric: row for table in diff.values() for metric, row in table.items()}
+    for method in LAB["run"]["methods"]:
+        row = rows.get(f"synth_cremad.{method}.test_acc")
+        assert row and isinstance(row["old"], float) and isinstance(row["new"], float), (method, rows)
+    # The baseline's decision weights are trained with another learning rate: their audio share moves.
+    share = rows["synth_cremad.baseline.weight_share_audio"]
+    assert share["old"] != share["new"], share
     params_diff = run(["dvc", "params", "diff", "HEAD", "lr001"], origin).stdout
     assert "train.lr" in params_diff and "0.01" in params_diff
+
+
+# What a plain Snakemake run builds, for DVC to adopt: one joint run (the report needs a joint method), 2 epochs.
+ADOPT = {
+    "run": {"methods": ["baseline"], "seeds": [0]},
+    "synth": {"num_actors": 2, "num_sentences": 3},
+    "train": {"epochs": 2},
+}
+
+
+def test_adopt_makes_dvc_record_what_snakemake_built(tmp_path: Path) -> None:
+    """`make demo` runs Snakemake with an override config; `avbias adopt` (make adopt) makes `dvc repro`
+    report up to date without running a stage."""
+    project = make_project(tmp_path / "project", ADOPT)
+    git(project, "init", "-q", "-b", "main")
+    run(["dvc", "init", "-q"], project)
+    run(["dvc", "config", "cache.type", "reflink,copy"], project)
+    adopt = ["avbias", "adopt", "--configfile", "params.yaml", "tiny.yaml"]
+    params_before = (project / "params.yaml").read_text()
+
+    refused = run(adopt, project, check=False)             # nothing built yet: refuses, naming the stale jobs
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "What is stale" in refused.stderr
+    assert "train: results/tiny/runs/synth_cremad/baseline/seed0" in refused.stderr
+    assert (project / "params.yaml").read_text() == params_before and not (project / "dvc.lock").exists()
+
+    snakemake(project, "all")
+    model = project / "results/tiny/runs/synth_cremad/baseline/seed0/model.pt"
+    built = model.stat().st_mtime_ns
+    adopted = run(adopt, project)
+    assert "DVC reads only params.yaml" in adopted.stderr
+    assert yaml.safe_load((project / "params.yaml").read_text())["paths"]["results"] == "results/tiny"
+    assert run(["dvc", "status", "--json"], project).stdout.strip() in ("{}", "")
+    repro = run(["dvc", "repro"], project)
+    assert stages_run(repro.stdout) == [] and "up to date" in repro.stdout, repro.stdout[-2000:]
+    assert model.stat().st_mtime_ns == built
+    nothing_to_do(project)

@@ -5,6 +5,10 @@ metadata, so Snakemake would want to rerun jobs whose outputs DVC just restored.
 is clean (every artifact matches dvc.lock), `snakemake --touch` re-stamps the outputs in DAG order and
 records Snakemake's metadata (params, code), after which both tools agree there is nothing to do, and
 later parameter changes are seen by both.
+
+The other way round, `avbias adopt` makes DVC record what Snakemake built (e.g. after `make demo`): once
+Snakemake has nothing to do, `dvc commit` writes the current deps, params and outs into dvc.lock, so
+`dvc repro` reports up to date instead of running every stage again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,9 +26,11 @@ from avbias.config import load_params
 from avbias.layout import run_dir
 from avbias.methods import METHODS, run_params
 from avbias.errors import AvbiasError
-from avbias.io import read_json
+from avbias.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.yaml"    # the only params file DVC reads (dvc.yaml's ${...} and each stage's params)
 
 
 class ShareError(AvbiasError):
@@ -79,6 +86,70 @@ def sync_snakemake(configfiles: Sequence[str]) -> None:
     if "Nothing to be done" not in dry.stdout + dry.stderr:
         raise ShareError(f"after --touch Snakemake still wants to run jobs:\n{dry.stdout[-3000:]}")
     log.info("dvc status is clean and snakemake has nothing to do")
+
+
+def stale_jobs(dry_run: str, limit: int = 20) -> str:
+    """The jobs a `snakemake -n` output lists, one line each: rule, outputs and Snakemake's reason."""
+    jobs: list[str] = []
+    rule: str | None = None
+    fields: dict[str, str] = {}
+
+    def flush() -> None:
+        if rule is not None and rule != "all":
+            reason = fields.get("reason", "")
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            jobs.append(f"  {rule}: {fields.get('output', '(no output)')}" + (f" ({reason})" if reason else ""))
+
+    for line in dry_run.splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            flush()
+            rule, fields = match.group(1), {}
+        elif rule is not None and (match := re.fullmatch(r"\s+(output|reason): (.*)", line)):
+            fields[match.group(1)] = match.group(2)
+        elif rule is not None and not line.startswith((" ", "\t")):
+            flush()
+            rule = None
+    flush()
+    more = f"\n  ... and {len(jobs) - limit} more" if len(jobs) > limit else ""
+    return "\n".join(jobs[:limit]) + more
+
+
+def adopt(configfiles: Sequence[str]) -> None:
+    """Make DVC record what Snakemake built with these config files, without running anything.
+
+    Refuses (changing nothing) unless `snakemake -n all` has nothing to do. DVC reads only params.yaml, so
+    when the config files merge to other params, the merged params are written into params.yaml first.
+    Then `dvc commit --force` records the current deps, params and outs in dvc.lock, and `dvc status`
+    must be clean.
+    """
+    files = list(configfiles) or [PARAMS_FILE]
+    merged = load_params(*files)
+    dry = _run(["snakemake", "all", "-n", *snakemake_args(files)], "snakemake -n")
+    if "Nothing to be done" not in dry.stdout + dry.stderr:
+        raise ShareError(
+            f"Snakemake still has jobs to run with {' '.join(files)}, so DVC adopted nothing (params.yaml and "
+            "dvc.lock are unchanged). Finish the run first (`snakemake all --configfile "
+            f"{' '.join(files)}`, or `make demo`), then adopt. What is stale:\n{stale_jobs(dry.stdout + dry.stderr)}"
+        )
+    _run(["dvc", "root"], "dvc root")                # a DVC project, before params.yaml is touched
+    if merged != load_params(PARAMS_FILE):
+        import yaml
+
+        with atomic_path(PARAMS_FILE) as tmp:
+            header = f"# Merged from: {', '.join(files)} (avbias adopt)\n"
+            tmp.write_text(header + yaml.safe_dump(merged, sort_keys=False))
+        log.warning("DVC reads only %s: wrote the merged parameters of %s into it (what `avbias params %s --out %s` "
+                    "writes), so dvc.yaml's paths and each stage's params are the ones Snakemake used",
+                    PARAMS_FILE, " + ".join(files), " ".join(files), PARAMS_FILE)
+    _run(["dvc", "commit", "--force"], "dvc commit")
+    status = dvc_status()
+    if status:
+        raise not_clean(status, "dvc.lock does not match the workspace after dvc commit")
+    dry = _run(["snakemake", "all", "-n", *snakemake_args(files)], "snakemake -n")
+    if "Nothing to be done" not in dry.stdout + dry.stderr:   # dvc commit re-linked outputs (new mtimes)
+        sync_snakemake(files)
+    log.info("DVC adopted Snakemake's outputs: dvc status is clean, so `dvc repro` has nothing to do; commit "
+             "dvc.lock and %s with git", PARAMS_FILE)
 
 
 def pull(configfiles: Sequence[str], remote: str | None = None, run_cache: bool = False) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import csv
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -98,6 +99,8 @@ class Trainer:
         self.optimizer = make_optimizer(trainable, cfg)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
         self.generator = torch.Generator().manual_seed(seed)
+        self.train_samples, self.train_seconds = 0, 0.0     # throughput: training steps only
+        self.utilisation = [] if self.cuda and gpu_utilisation(self.device) is not None else None
         method.setup(self.model, self)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -159,6 +162,8 @@ class Trainer:
         for step, (idx, spec, frames, labels) in enumerate(train.batches(order, size)):
             if len(idx) < 2 or (self.cfg["drop_last"] and len(idx) < size):   # BatchNorm cannot train on one sample
                 continue
+            if self.utilisation is not None and step % 50 == 0:    # None on CPU: nothing sampled
+                self.utilisation.append(gpu_utilisation(self.device))
             # One optimiser step per pass; MLA makes one pass per modality on every batch.
             for modalities in method.step_modalities(step):
                 with self.autocast():
@@ -176,6 +181,7 @@ class Trainer:
                     branch_correct[m] += (z.argmax(1) == labels).sum()
         self.scheduler.step()
         row = {"train_loss": float(loss_sum) / max(steps, 1), "train_acc": float(correct) / max(seen, 1)}
+        self.train_samples += seen          # float() above synchronised with the device: the steps are done
         if len(method.modalities) > 1:
             row.update({f"train_acc_{m}": float(c) / max(seen, 1) for m, c in branch_correct.items()})
         return row | {key: float(np.mean(v)) for key, v in extras.items()}
@@ -197,6 +203,44 @@ class Trainer:
         if self.cuda and state["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.method.load_state(state["method"])
+
+
+def apply_memory_fraction(device: torch.device) -> float | None:
+    """Bound this process's share of GPU memory when several training jobs share the GPU (avbias.gpu exports
+    AVBIAS_GPU_MEMORY_FRACTION = 1 / resources.train_gpu_slots); nothing on CPU."""
+    value = os.environ.get("AVBIAS_GPU_MEMORY_FRACTION")
+    if device.type != "cuda" or not value:
+        return None
+    torch.cuda.set_per_process_memory_fraction(float(value), device)
+    log.info("GPU memory bounded to %.3g of the device (shared by training jobs)", float(value))
+    return float(value)
+
+
+def gpu_utilisation(device: torch.device) -> int | None:
+    """Percent of the last sample period the GPU ran kernels (all processes on it; NVML), None where unknown."""
+    try:
+        return int(torch.cuda.utilization(device))
+    except Exception:   # no pynvml/amdsmi, or the driver refuses: not worth failing a run for
+        return None
+
+
+def throughput(trainer: Trainer, curve: list[dict[str, Any]], memory_fraction: float | None) -> dict[str, Any]:
+    """Training speed (samples/s: training steps of this process's epochs, so after a resume only the epochs
+    it ran; seconds per epoch: whole epochs, validation and test included, of the run) and GPU footprint."""
+    cuda = trainer.device.type == "cuda"
+    samples = trainer.utilisation or []
+    return {
+        "train_samples_per_s": trainer.train_samples / trainer.train_seconds if trainer.train_seconds else None,
+        "train_seconds": trainer.train_seconds, "train_samples": trainer.train_samples,
+        "seconds_per_epoch": float(np.mean([row["seconds"] for row in curve])) if curve else None,
+        "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated(trainer.device) if cuda else None,
+        "gpu_memory_fraction": memory_fraction,
+        "gpu_utilisation_pct": float(np.mean(samples)) if samples else None,
+        "gpu_utilisation_samples": len(samples),
+        "device": str(trainer.device),
+        "device_name": torch.cuda.get_device_name(trainer.device) if cuda else (platform.processor() or
+                                                                                platform.machine()),
+    }
 
 
 def best_test_over_epochs(curve: list[dict[str, Any]]) -> dict[str, Any]:
@@ -225,9 +269,12 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
     """Train one (dataset, method, seed) run; write model.pt, metrics.json, curve.csv, outputs.npz."""
     out_dir = Path(out_dir)
     torch.set_num_threads(threads)
+    # AVBIAS_ONEDNN=0 turns oneDNN off: the verdict-stability check compares conclusions with and without it.
+    torch.backends.mkldnn.enabled = os.environ.get("AVBIAS_ONEDNN", "1") != "0"
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     method = create_method(method_name, params, dataset)
+    memory_fraction = apply_memory_fraction(resolve_device(params["train"]["device"]))   # before data is on the GPU
     trainer = Trainer(method, Path(features_dir), params, seed, [Path(p) for p in pretrained or []], in_memory, num_workers)
     recorded = run_params(params, method_name, dataset)
     has_val = "val" in trainer.splits
@@ -251,7 +298,9 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch}
         row.update(method.epoch_start(trainer.model, epoch, trainer))
+        train_started = time.perf_counter()
         row.update(trainer.train_epoch(epoch))
+        trainer.train_seconds += time.perf_counter() - train_started
         val = summarise(trainer.predict("val"), method.modalities, trainer.num_classes) if has_val else {}
         test_acc = summarise(trainer.predict("test"), method.modalities, trainer.num_classes)["acc"]
         if has_val:
@@ -282,6 +331,7 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         "selection": trainer.cfg["selection"], "val": val, "test": test,
         "literature": best_test_over_epochs(curve),
         "environment": environment(trainer.device),
+        "throughput": throughput(trainer, curve, memory_fraction),
         "params": recorded,   # what this run was trained with (see share.prune_stale_runs)
     }
     _write_outputs(out_dir, trainer, outputs, metrics, curve)

@@ -13,7 +13,7 @@ rule acquire:
     log:
         f"{LOGS}/acquire/{{dataset}}.log",
     shell:
-        "{AVBIAS} acquire --params {params.cfg:q} --dataset {wildcards.dataset} --out {output} "
+        "avbias acquire --params {params.cfg:q} --dataset {wildcards.dataset} --out {output} "
         "--store {params.store} --threads {threads} --retries {resources.download_retries} "
         "--timeout {resources.download_timeout_s} > {log} 2>&1"
 

@@ -14,7 +14,7 @@ rule analyse:
     log:
         f"{LOGS}/analyse/{{dataset}}.log",
     shell:
-        "{AVBIAS} analyse --params {params.cfg:q} --dataset {wildcards.dataset} --runs {params.runs} "
+        "avbias analyse --params {params.cfg:q} --dataset {wildcards.dataset} --runs {params.runs} "
         "--out {params.out} > {log} 2>&1"
 
 

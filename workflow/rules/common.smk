@@ -2,7 +2,7 @@
 # so Snakemake and DVC agree on what each stage reads. Reading them imports no torch.
 
 import shlex
-import sys
+import sysconfig
 
 from avbias.config import stage_params_json
 from avbias.layout import run_dir
@@ -17,9 +17,9 @@ DATASETS = config["run"]["datasets"]
 METHODS = run_methods(config)
 SEEDS = config["run"]["seeds"]
 RESOURCES = config["resources"]
-# The avbias of the interpreter running Snakemake: no venv activation needed, and SLURM jobs, which run
-# this same interpreter on the nodes, call the same one.
-AVBIAS = f"{shlex.quote(sys.executable)} -m avbias"
+# Rules call the `avbias` installed beside the interpreter running Snakemake: no venv activation needed,
+# and SLURM jobs, which run this same interpreter on the nodes, find the same one.
+shell.prefix(f'export PATH={shlex.quote(sysconfig.get_path("scripts"))}:"$PATH"; ')
 
 
 wildcard_constraints:
@@ -31,3 +31,9 @@ wildcard_constraints:
 def stage_params(stage):
     """The JSON the stage's command receives; as a rule param it also triggers reruns when it changes."""
     return stage_params_json(config, stage)
+
+
+def pretrained_models(wildcards):
+    """model.pt of the runs a method builds on (its `pretrained` runs), same dataset and seed."""
+    needs = method_class(wildcards.method).pretrained
+    return expand(rules.train.output.model, dataset=wildcards.dataset, method=needs, seed=wildcards.seed)

@@ -13,7 +13,7 @@ rule extract:
     log:
         f"{LOGS}/extract/{{dataset}}.log",
     shell:
-        "{AVBIAS} extract --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {params.manifest} "
+        "avbias extract --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {params.manifest} "
         "--out {output} --threads {threads} > {log} 2>&1"
 
 

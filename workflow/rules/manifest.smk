@@ -9,7 +9,7 @@ rule manifest:
     log:
         f"{LOGS}/manifest/{{dataset}}.log",
     shell:
-        "{AVBIAS} manifest --params {params.cfg:q} --dataset {wildcards.dataset} --raw {input} "
+        "avbias manifest --params {params.cfg:q} --dataset {wildcards.dataset} --raw {input} "
         "--out {params.out} > {log} 2>&1"
 
 

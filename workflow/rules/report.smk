@@ -21,6 +21,6 @@ rule report:
     log:
         f"{LOGS}/report.log",
     shell:
-        "{AVBIAS} report --params {params.cfg:q} --analysis {params.analysis} --raw {input.raw} "
+        "avbias report --params {params.cfg:q} --analysis {params.analysis} --raw {input.raw} "
         "--features {input.features} --out {params.out} "
         "--summary {output.summary} --metrics {output.metrics} > {log} 2>&1"

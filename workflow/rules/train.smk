@@ -1,9 +1,3 @@
-def pretrained_models(wildcards):
-    """model.pt of the runs a method builds on (its `pretrained` runs), same dataset and seed."""
-    needs = method_class(wildcards.method).pretrained
-    return expand(rules.train.output.model, dataset=wildcards.dataset, method=needs, seed=wildcards.seed)
-
-
 rule train:
     input:
         features=rules.extract.output[0],
@@ -23,16 +17,18 @@ rule train:
     resources:
         mem_mb=lambda wildcards, attempt: RESOURCES["train_mem_mb"] * attempt,
         runtime=RESOURCES["train_runtime_min"],
+        # gpu: per job, as before; locally --resources gpu=<GPUs x train_gpu_slots> lets several jobs share a GPU.
         gpu=RESOURCES["train_gpus"],
+        gpu_slots=RESOURCES["train_gpu_slots"],
         loader_workers=RESOURCES["train_workers"],
         in_memory=RESOURCES["train_in_memory"],
     log:
         f"{LOGS}/train/{{dataset}}/{{method}}/seed{{seed}}.log",
     shell:
-        "{AVBIAS} train --params {params.cfg:q} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "avbias train --params {params.cfg:q} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--seed {wildcards.seed} --features {input.features} --out {params.out} --threads {threads} "
         "--pretrained {input.pretrained} --workers {resources.loader_workers} "
-        "--in-memory {resources.in_memory} --gpus {resources.gpu} > {log} 2>&1"
+        "--in-memory {resources.in_memory} --gpus {resources.gpu} --gpu-slots {resources.gpu_slots} > {log} 2>&1"
 
 
 rule train_all:
