@@ -88,7 +88,9 @@ def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
 
 
 def logit_contributions(a: DatasetAnalysis, path: Path) -> str:
-    methods = [m for m in a.joint_methods if a.stat(m, f"logit_contrib_{a.modalities[0]}") is not None]
+    methods = [m for m in a.joint_methods if a.modalities and a.stat(m, f"logit_contrib_{a.modalities[0]}") is not None]
+    if not methods:
+        return _no_data(a, path, "no joint runs with an additive head")
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(methods)), 3.2))
     values = {}
     for m in a.modalities:
@@ -184,7 +186,7 @@ def contribution_distributions(a: DatasetAnalysis, path: Path) -> str:
 
 
 def who_decides_bars(a: DatasetAnalysis, path: Path) -> str:
-    methods = [m for m in a.joint_methods if a.stat(m, f"decides_{a.modalities[0]}") is not None]
+    methods = [m for m in a.joint_methods if a.modalities and a.stat(m, f"decides_{a.modalities[0]}") is not None]
     if not methods:
         return _no_data(a, path, "no joint runs")
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(methods)), 3.2))
