@@ -63,7 +63,7 @@ def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from avbias.gpu import claim_gpu
 
-    claim_gpu(args.gpus)            # before torch initialises CUDA
+    claim_gpu(args.gpus, args.gpu_slots)   # before torch initialises CUDA
     from avbias.train import train_run
 
     metrics = train_run(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads,
@@ -114,6 +114,12 @@ def cmd_repair(args: argparse.Namespace, _: dict[str, Any]) -> None:
     from avbias.share import repair
 
     repair(args.configfile, args.targets)
+
+
+def cmd_adopt(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.share import adopt
+
+    adopt(args.configfile)
 
 
 def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
@@ -173,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold each split in (GPU) memory; false: read the memory-mapped shards per batch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers when reading shards")
     p.add_argument("--gpus", type=int, default=0, help="GPUs this job may use (claims a free one on multi-GPU hosts)")
+    p.add_argument("--gpu-slots", type=int, default=1,
+                   help="training jobs per GPU (resources.train_gpu_slots): claims a free slot on the least-loaded "
+                        "GPU and bounds this job's GPU memory to 1/slots (env AVBIAS_GPU_COUNT, AVBIAS_GPU_LOCK_DIR: "
+                        "see avbias.gpu)")
 
     p = stage("analyse", cmd_analyse, "decision-layer analysis of a dataset's runs")
     p.add_argument("--dataset", required=True)
@@ -201,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sharing("repair", cmd_repair, "restore modified or missing artifacts from the DVC cache, then sync Snakemake")
     p.add_argument("targets", nargs="*", help="paths or stages to restore (default: all)")
     p.add_argument("--configfile", nargs="*", default=[], help="Snakemake config files (default: params.yaml)")
+    p = sharing("adopt", cmd_adopt, "make DVC record what Snakemake built (e.g. after make demo): check snakemake "
+                "has nothing to do, write the merged config into params.yaml, dvc commit")
+    p.add_argument("--configfile", nargs="*", default=[],
+                   help="the config files Snakemake ran with, e.g. params.yaml config/demo.yaml (default: "
+                        "params.yaml); merged into params.yaml when they differ from it, as DVC reads only params.yaml")
     p = sharing("prune-runs", cmd_prune_runs, "delete runs trained with other model/train params (DVC train stage)")
     p.add_argument("--params-file", default="params.yaml")
     p.add_argument("--runs", required=True, help="the runs folder, e.g. results/runs")
