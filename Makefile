@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 DEMO := --configfile params.yaml config/demo.yaml
 
-.PHONY: demo test test-cluster install lock lint clean-demo
+.PHONY: demo demo-check test test-cluster install lock lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ demo: install
 	@echo
 	@echo "Report:  $(CURDIR)/results/demo/report/report.html"
 	@echo "Tables:  $(CURDIR)/results/demo/summary.md"
+
+# The demo again with other thread counts and oneDNN off: the same conclusions or a non-zero exit.
+demo-check: demo
+	AVBIAS_ONEDNN=0 $(BIN)/snakemake all --cores 8 $(DEMO) config/demo_check.yaml
+	$(BIN)/avbias compare-verdicts results/demo/analysis/synth_cremad results/demo_check/analysis/synth_cremad
 
 test: install
 	$(BIN)/pytest
@@ -54,7 +59,7 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --quiet -o requirements.lock
 
 clean-demo:
-	rm -rf data/demo results/demo logs/demo
+	rm -rf data/demo results/demo logs/demo results/demo_check logs/demo_check
 
 # Sharing results with a lab through a DVC remote (README: "Share results with your lab").
 .PHONY: push pull repair adopt

@@ -166,3 +166,29 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
         assert params["report"]["protocol"] in html and "selected on test, optimistic" in html
         assert "the last epoch (no validation split)" in html or params["train"]["selection"] == "val"
         assert html.index("Findings") < html.index("Test accuracy, method")
+
+
+def test_conclusions_do_not_depend_on_threads_or_onednn(tiny_pipeline: Path) -> None:
+    """The same study with 2 training threads and oneDNN off (AVBIAS_ONEDNN=0): the last digits may differ,
+    the conclusions (dominant modality per measure, Findings verdicts) must not."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from conftest import run, tool_env
+
+    project = tiny_pipeline
+    (project / "threads.yaml").write_text(yaml.safe_dump({
+        "paths": {"results": "results/threads", "logs": "logs/threads"}, "resources": {"train_threads": 2}}))
+    env = tool_env() | {"AVBIAS_ONEDNN": "0"}
+    proc = subprocess.run(["snakemake", "analyse_all", "--cores", "2", "--configfile", "params.yaml", "tiny.yaml",
+                           "threads.yaml"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((project / "results/threads/runs/synth_cremad/baseline/seed0/metrics.json").read_text())
+    assert metrics["environment"]["threads"] == 2 and metrics["environment"]["mkldnn"] is False
+    first = project / RESULTS / "analysis" / "synth_cremad"
+    compared = run(["avbias", "compare-verdicts", str(first), str(project / "results/threads/analysis/synth_cremad")],
+                   project, check=False)
+    assert compared.returncode == 0, compared.stderr
+    assert os.environ.get("AVBIAS_ONEDNN") is None          # the switch stayed in the child processes

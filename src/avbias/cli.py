@@ -128,6 +128,17 @@ def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
     prune_stale_runs(args.params_file, args.runs)
 
 
+def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
+    from avbias.errors import AvbiasError
+    from avbias.report.compare import conclusions, differences
+
+    diffs = differences(Path(args.first), Path(args.second))
+    if diffs:
+        raise AvbiasError(f"{len(diffs)} conclusions differ between {args.first} and {args.second}:\n  "
+                          + "\n  ".join(diffs))
+    print(f"same conclusions ({len(conclusions(Path(args.first)))}) in {args.first} and {args.second}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avbias", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -219,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sharing("prune-runs", cmd_prune_runs, "delete runs trained with other model/train params (DVC train stage)")
     p.add_argument("--params-file", default="params.yaml")
     p.add_argument("--runs", required=True, help="the runs folder, e.g. results/runs")
+
+    p = sub.add_parser("compare-verdicts", help="check two analyses of one dataset reach the same conclusions")
+    p.add_argument("first", help="an analysis folder, e.g. results/demo/analysis/synth_cremad")
+    p.add_argument("second", help="the same study's analysis from another run (other threads, oneDNN off)")
+    p.set_defaults(func=cmd_compare_verdicts, stage=None)
 
     p = sub.add_parser("params", help="merge and validate parameter files; print or write the result")
     p.add_argument("files", nargs="+", help="params.yaml, then overrides (later ones win)")
