@@ -226,3 +226,59 @@ def test_extraction_killed_midway_then_rerun_gives_identical_shards(tmp_path: Pa
     assert names == sorted(p.name for p in (tmp_path / "features").iterdir()) and len(names) == 6 * 2 + 3
     for name in names:
         assert (tmp_path / "features" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+
+
+# Planted per-class capability: per-class SNR offsets (synth.<m>_class_snr_offset_db).
+
+def test_zero_class_offsets_give_the_bytes_of_no_offsets(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    root, plan = clips
+    clip = plan[4]
+    zeros = {**SYNTH, "audio_class_snr_offset_db": [0.0] * 6, "visual_class_snr_offset_db": [0] * 6}
+    synthetic.write_cremad_clip(tmp_path / "zeros", clip, zeros)
+    synthetic.write_cremad_clip(tmp_path / "null", clip, {**SYNTH, "audio_class_snr_offset_db": None,
+                                                          "visual_class_snr_offset_db": []})
+    for sub, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
+        assert sha(tmp_path / "zeros" / sub / f"{clip.clip_id}.{ext}") == sha(root / sub / f"{clip.clip_id}.{ext}")
+        assert sha(tmp_path / "null" / sub / f"{clip.clip_id}.{ext}") == sha(root / sub / f"{clip.clip_id}.{ext}")
+
+
+def test_class_offsets_are_validated_before_any_clip_is_written(tmp_path: Path) -> None:
+    from avbias.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=r"synth\.audio_class_snr_offset_db: 4 values .* 6 classes"):
+        synthetic.generate(tmp_path / "short", {**SYNTH, "audio_class_snr_offset_db": [1, 2, 3, 4]})
+    with pytest.raises(ParamsError, match=r"synth\.visual_class_snr_offset_db: expected numbers"):
+        synthetic.generate(tmp_path / "text", {**SYNTH, "visual_class_snr_offset_db": ["a"] * 6})
+    # The Kinetics layout has ks.num_classes classes (2 here): six offsets are one per CREMA-D class, not its.
+    with pytest.raises(ParamsError, match=r"synth\.visual_class_snr_offset_db: 6 values .* 2 classes"):
+        synthetic.generate(tmp_path / "ks", {**SYNTH, "visual_class_snr_offset_db": [0] * 6}, "kinetics")
+    assert not any(tmp_path.rglob("*.wav")) and not any(tmp_path.rglob("*.flv")) and not any(tmp_path.rglob("*.mp4"))
+
+
+def test_class_offsets_set_each_class_signal_power_and_leave_the_noise_alone(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+    """Audio: class-signal over noise power is global + offset dB, the noise and voice are the same as
+    without offsets. Video: the object's colour amplitude scales by the offset, the background is unchanged."""
+    _, plan = clips
+    offsets = [-6.0, -3.0, 0.0, 2.0, -9.0, -1.5]
+    params = {**SYNTH, "audio_snr_db": -16.0, "visual_snr_db": 30.0,
+              "audio_class_snr_offset_db": offsets, "visual_class_snr_offset_db": offsets}
+    for clip in plan:
+        planted = offsets[clip.label]
+        snr, offset = synthetic.class_snr_db(params, "audio", clip.label, clip.num_classes)
+        assert (snr, offset) == (-16.0, planted)
+        signal, voice, noise = synthetic.audio_parts(clip, snr, params["seed"], offset)
+        measured = 10 * np.log10(np.mean(signal**2) / np.mean(noise**2))
+        assert measured == pytest.approx(-16.0 + planted, abs=0.1)        # the noise's sampled power varies
+        signal0, voice0, noise0 = synthetic.audio_parts(clip, snr, params["seed"])
+        assert 10 * np.log10(np.mean(signal**2) / np.mean(signal0**2)) == pytest.approx(planted, abs=1e-9)
+        np.testing.assert_array_equal(noise, noise0)
+        np.testing.assert_array_equal(voice, voice0)
+        # Video, a few frames: the object minus the same frame without object (offset -inf: amplitude 0).
+        snr, offset = synthetic.class_snr_db(params, "visual", clip.label, clip.num_classes)
+        frames = lambda db: np.stack(list(synthetic.render_frames(clip, snr, params["seed"], offset_db=db))[::20]).astype(float)
+        background = frames(-np.inf)
+        painted, reference = frames(offset) - background, frames(0.0) - background
+        inside = reference != 0                           # object pixels of channels the colour moves
+        assert not np.any(painted[~np.any(reference != 0, axis=-1)])          # background untouched
+        ratio = 20 * np.log10(np.sqrt(np.mean(painted[inside] ** 2) / np.mean(reference[inside] ** 2)))
+        assert ratio == pytest.approx(planted, abs=0.15)  # uint8 rounding only (no saturation at 30 dB)

@@ -130,7 +130,7 @@ def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
 
 def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
     from avbias.errors import AvbiasError
-    from avbias.report.compare import conclusions, differences
+    from avbias.compare import conclusions, differences
 
     diffs = differences(Path(args.first), Path(args.second))
     if diffs:
