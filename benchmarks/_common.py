@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 
 
-
 def cremad_table(root: Path, synth: dict, clips: int, workers: int, repeat: int = 1) -> pd.DataFrame:
     """Generate about `clips` clips (whole actors) under root; list each `repeat` times under distinct ids."""
     from avbias.data import cremad, synthetic

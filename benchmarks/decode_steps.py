@@ -56,7 +56,8 @@ def main() -> None:
             root = Path(tmp) / layout
             synthetic.generate(root, synth, layout, workers=2)
             if layout == "cremad":
-                audio, video = sorted(root.glob("AudioWAV/*.wav"))[: args.clips], sorted(root.glob("VideoFlash/*.flv"))[: args.clips]
+                audio, video = (sorted(root.glob("AudioWAV/*.wav"))[: args.clips],
+                                sorted(root.glob("VideoFlash/*.flv"))[: args.clips])
             else:
                 audio = video = sorted(root.rglob("*.mp4"))[: args.clips]
             recipe = recipe_for(dataset, params["extract"])

@@ -21,11 +21,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-import psutil
-
 import pandas as pd
-
+import psutil
 from _common import cremad_table
+
 from avbias.config import REPO_ROOT, deep_merge, load_params
 from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.features.extract import extract_features

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-
 from _common import cremad_table
+
 from avbias.config import REPO_ROOT, deep_merge, load_params
 from avbias.data import kinetics_sounds, synthetic
 from avbias.data.datasets import CREMAD_EMOTIONS
@@ -81,7 +81,8 @@ def main() -> None:
             extract_features(table, classes, Path(tmp) / f"features-{dataset}", params, dataset, workers=args.workers)
             ours = time.perf_counter() - start
             start = time.perf_counter()
-            extract_features(table.head(1), classes, Path(tmp) / f"one-{dataset}", params, dataset, workers=args.workers)
+            extract_features(table.head(1), classes, Path(tmp) / f"one-{dataset}", params, dataset,
+                             workers=args.workers)
             fixed = time.perf_counter() - start
             print(f"{name}: {len(table)} clips; decode floor {floor:.2f} s; extraction {ours:.2f} s "
                   f"(of which ≈ {fixed:.2f} s start-up: one clip alone); ratio {ours / floor:.2f}; "

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 import torch
 import torchaudio
-
 from _common import cremad_table, random_features
+
 from avbias.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
 
 SIZE = 224
@@ -161,7 +161,8 @@ def main() -> None:
 
         baseline = rate(per_item_epoch, len(items))
         ours = rate(ours_epoch, len(stream))
-        print(f"{device.type}, {len(items)} / {len(stream)} samples, batch {args.batch}, {args.workers} workers/threads: "
+        print(f"{device.type}, {len(items)} / {len(stream)} samples, batch {args.batch}, "
+              f"{args.workers} workers/threads: "
               f"per-item loader {baseline:.0f} samples/s; avbias {ours:.0f} samples/s; ratio {ours / baseline:.1f}x")
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from _common import random_features
+
 from avbias.config import REPO_ROOT
 from avbias.methods import create_method
 from avbias.train import Trainer
@@ -75,7 +75,8 @@ def main() -> None:
         sync()
         floor_s = time.perf_counter() - start
         memory = f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else ""
-        print(f"{trainer.device.type}, {args.method}, width {args.width}, frames {args.frame_size}px, batch {args.batch}, "
+        print(f"{trainer.device.type}, {args.method}, width {args.width}, frames {args.frame_size}px, "
+              f"batch {args.batch}, "
               f"{len(trainer.data['train'])} train clips ({steps} steps), {args.threads} threads: compute floor "
               f"{floor_s:.2f} s/epoch; training loop {loop_s:.2f} s/epoch; ratio {loop_s / floor_s:.3f}{memory}")
 

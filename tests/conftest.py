@@ -14,13 +14,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "config", "workflow", "profiles", "src", "pyproject.toml", ".gitignore"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "config", "workflow", "profiles", "src", "pyproject.toml",
+                 ".gitignore"]
 
 # Small enough that a whole pipeline (96 clips, 1 s of audio, 32 px frames, width-8 ResNets) runs in about
 # a minute on 2 cores, large enough that the strong modality is learned and the weak one is not.
 TINY: dict[str, Any] = {
     "paths": {"data": "data/tiny", "results": "results/tiny", "logs": "logs/tiny"},
-    "run": {"datasets": ["synth_cremad"], "methods": ["unimodal_audio", "unimodal_visual", "baseline"], "seeds": [0, 1]},
+    "run": {"datasets": ["synth_cremad"], "methods": ["unimodal_audio", "unimodal_visual", "baseline"],
+            "seeds": [0, 1]},
     # Audio clearly stronger: audio at 0 dB is learned, visual at -10 dB is near chance (docs/synthetic.md).
     "synth": {"num_actors": 4, "num_sentences": 4, "audio_snr_db": 0.0, "visual_snr_db": -10.0},
     "splits": {"scheme": "random"},
@@ -43,7 +45,8 @@ def tool_env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 

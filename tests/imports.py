@@ -64,7 +64,8 @@ def imported_files(*entries: str) -> set[Path]:
             continue
         seen.add(name)
         if name == "avbias.methods":   # registers every method module in the package
-            todo.extend(f"avbias.methods.{p.stem}" for p in (SRC / "avbias/methods").glob("*.py") if p.stem != "__init__")
+            todo.extend(f"avbias.methods.{p.stem}" for p in (SRC / "avbias/methods").glob("*.py")
+                        if p.stem != "__init__")
         for dep in direct_imports(name):
             todo.extend(_with_parents(dep))
     return {module_file(n) for n in seen}   # type: ignore[misc]

@@ -8,9 +8,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 
@@ -92,8 +92,10 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
     try:
         _wait(lambda: munge_socket.exists(), "munged", root)
-        procs.append(subprocess.Popen([_binary("slurmctld"), "-D", "-i"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen([_binary("slurmd"), "-D"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([_binary("slurmctld"), "-D", "-i"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([_binary("slurmd"), "-D"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.STDOUT))
 
         def idle() -> bool:
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)

@@ -27,11 +27,13 @@ from avbias.data.mirror import acquire_overrides, write_mirror
 from avbias.data.plan import acquisition_note
 from avbias.data.sources import acquire
 from avbias.errors import DataError, SourceUnreachableError
+
 from conftest import REPO, TINY, make_project, run, snakemake
 from http_mirror import MirrorServer
 
 # 96 CREMA-D clips (4 actors x 4 sentences x 6 emotions) and 30 Kinetics clips (3 classes x 6/2/2), 10 s each.
-MIRROR_SYNTH = deep_merge(TINY["synth"], {"ks": {"num_classes": 3, "clips_per_class": {"train": 6, "val": 2, "test": 2}}})
+MIRROR_SYNTH = deep_merge(TINY["synth"],
+                          {"ks": {"num_classes": 3, "clips_per_class": {"train": 6, "val": 2, "test": 2}}})
 POLICY = DownloadPolicy(connections=4, retries=1, timeout_s=5, backoff_s=0.05)
 
 
@@ -62,7 +64,8 @@ def test_cremad_local_checkout_is_verified_and_used_in_place(mirror, tmp_path: P
 
     victim = checkout / "VideoFlash" / f"{clips['clip_id'][5]}.flv"
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")           # same size, other bytes
-    with pytest.raises(DataError, match=rf"(?s)1 failing their sha256/size check.*VideoFlash/{clips['clip_id'][5]}.flv"):
+    with pytest.raises(DataError,
+                       match=rf"(?s)1 failing their sha256/size check.*VideoFlash/{clips['clip_id'][5]}.flv"):
         acquire("cremad", tmp_path / "raw2", tmp_path / "store", params, POLICY)
     assert not (tmp_path / "raw2").exists()
 
@@ -76,7 +79,8 @@ def test_known_defective_clips_are_excluded_or_kept(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"
     ids = ["1001_IEO_HAP_LO", "1076_MTI_SAD_XX"]
     manifest.write_text("path,sha256,size\n" + "".join(
-        f"{folder}/{i}.{ext},{'0' * 64},1\n" for i in ids for folder, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv"))))
+        f"{folder}/{i}.{ext},{'0' * 64},1\n"
+        for i in ids for folder, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv"))))
     kept, excluded = cremad.index_clips(tmp_path, str(manifest), exclude_defective=True)
     assert list(kept["clip_id"]) == ["1001_IEO_HAP_LO"] and excluded == ["1076_MTI_SAD_XX"]
     kept, excluded = cremad.index_clips(tmp_path, str(manifest), exclude_defective=False)
@@ -115,7 +119,8 @@ def test_kinetics_local_tree_coverage_threshold(mirror, tmp_path: Path) -> None:
     removed = [v for v in videos if "abseiling" not in str(v)][::3]           # a third of the KS clips
     for video in removed:
         video.unlink()
-    with pytest.raises(DataError, match=r"found 20 of 30 clips \(66.7%.*below acquire.kinetics_sounds.min_coverage=0.9"):
+    with pytest.raises(DataError,
+                       match=r"found 20 of 30 clips \(66.7%.*below acquire.kinetics_sounds.min_coverage=0.9"):
         acquire("kinetics_sounds", tmp_path / "raw", tmp_path / "store", params, POLICY)
     missing = (tmp_path / "store" / "missing_ids.txt").read_text().split()
     assert len(missing) == 10
@@ -197,7 +202,8 @@ def test_cremad_closed_port_stops_within_seconds(mirror, tmp_path: Path) -> None
     assert_says_ways_forward(message, "cremad")
     assert "re-run resumes" in message
     assert not (tmp_path / "raw").exists()
-    assert not assert_no_incomplete_final_file(tmp_path / "store", cremad.media_manifest(params["acquire"]["cremad"]["manifest"]))
+    assert not assert_no_incomplete_final_file(tmp_path / "store",
+                                               cremad.media_manifest(params["acquire"]["cremad"]["manifest"]))
     left = (tmp_path / "store/.avbias/failed.txt").read_text().splitlines()
     assert len(left) == 3 + 192                                             # metadata and every media file
 
@@ -283,21 +289,24 @@ def test_kinetics_cvdf_unreachable_list_host_stops_fast(mirror, tmp_path: Path) 
     ("ERROR: [youtube] abcdefghijk: Private video. Sign in if you've been granted access to this video", None),
     ("ERROR: [youtube] abcdefghijk: Video unavailable. This video is no longer available because the YouTube "
      "account associated with this video has been terminated.", None),
-    ("ERROR: [youtube] abcdefghijk: Sign in to confirm your age. This video may be inappropriate for some users.", None),
+    ("ERROR: [youtube] abcdefghijk: Sign in to confirm your age. This video may be inappropriate for some users.",
+     None),
     ("ERROR: unable to download video data: HTTP Error 403: Forbidden", None),       # one format, one clip
     ("ERROR: [youtube] abcdefghijk: Unable to download API page: <urlopen error [Errno -3] Temporary failure in "
      "name resolution> (caused by TransportError('<urlopen error [Errno -3] Temporary failure in name resolution>'))",
      "dns"),
     ("ERROR: [youtube] abcdefghijk: Unable to download webpage: Failed to resolve 'www.youtube.com' ([Errno -2] "
      "Name or service not known) (caused by TransportError(...))", "dns"),
-    ("ERROR: [youtube] abcdefghijk: Unable to download webpage: <urlopen error [Errno 111] Connection refused>", "refused"),
+    ("ERROR: [youtube] abcdefghijk: Unable to download webpage: <urlopen error [Errno 111] Connection refused>",
+     "refused"),
     ("ERROR: [youtube] abcdefghijk: Unable to download webpage: <urlopen error [Errno 101] Network is unreachable>",
      "unreachable"),
     ("ERROR: [youtube] abcdefghijk: Unable to download webpage: <urlopen error [SSL: CERTIFICATE_VERIFY_FAILED] "
      "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:1006)>", "tls"),
     ("ERROR: [youtube] abcdefghijk: Unable to download webpage: <urlopen error Tunnel connection failed: 407 Proxy "
      "Authentication Required>", "proxy"),
-    ("ERROR: [youtube] abcdefghijk: Sign in to confirm you\u2019re not a bot. Use --cookies-from-browser", "rate limit"),
+    ("ERROR: [youtube] abcdefghijk: Sign in to confirm you\u2019re not a bot. Use --cookies-from-browser",
+     "rate limit"),
     ("ERROR: [youtube] abcdefghijk: Unable to download webpage: HTTP Error 429: Too Many Requests", "rate limit"),
     ("WARNING: something\nERROR: [youtube] abcdefghijk: Unable to download webpage: HTTP Error 403: Forbidden",
      "permission"),

@@ -11,6 +11,7 @@ from avbias.cli import main
 from avbias.config import STAGE_PARAMS, load_params, parse_params_json, stage_params_json
 from avbias.errors import ParamsError
 from avbias.methods import check_method_params, resolve_hyperparams
+
 from conftest import REPO, make_project, run
 
 
@@ -72,7 +73,8 @@ def test_unknown_method_and_dataset_are_rejected(tmp_path: Path) -> None:
         ({"ogm": {"alpha": 1.0}}, r"methods.ogm: unknown method"),
     ],
 )
-def test_method_hyperparameters_are_checked_against_their_dataclass(tmp_path: Path, methods: dict, message: str) -> None:
+def test_method_hyperparameters_are_checked_against_their_dataclass(tmp_path: Path, methods: dict,
+                                                                    message: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"methods": methods}))
     with pytest.raises(ParamsError, match=message):
@@ -104,7 +106,8 @@ def test_stage_command_rejects_invalid_params_json(capsys: pytest.CaptureFixture
 
 def test_snakemake_rejects_bad_params_before_any_job(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    for bad, key in (({"extract": {"n_fft": "512"}}, "n_fft"), ({"methods": {"pmr": {"alhpa": 1}}}, "methods.pmr.alhpa")):
+    for bad, key in (({"extract": {"n_fft": "512"}}, "n_fft"),
+                     ({"methods": {"pmr": {"alhpa": 1}}}, "methods.pmr.alhpa")):
         (project / "bad.yaml").write_text(yaml.safe_dump(bad))
         proc = run(["snakemake", "-n", "--configfile", "params.yaml", "tiny.yaml", "bad.yaml"], project, check=False)
         assert proc.returncode != 0

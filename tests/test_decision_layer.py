@@ -72,7 +72,8 @@ def test_aggregate_and_dominance_over_seeds() -> None:
     ])
     summary = aggregate(runs.drop(columns=["modalities"]))
     acc = summary[(summary["method"] == "baseline") & (summary["measure"] == "test_acc")].iloc[0]
-    assert acc["mean"] == pytest.approx(0.7) and acc["std"] == pytest.approx(np.std([0.8, 0.6], ddof=1)) and acc["n"] == 2
+    assert (acc["mean"] == pytest.approx(0.7) and acc["std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+            and acc["n"] == 2)
     verdict = dominance(summary, 0.0, ["audio", "visual"])["baseline"]
     assert verdict["weight_norm"] == "visual"            # 1 vs 4 on average
     assert verdict["logit_contrib"] == "visual"          # 0.3 vs 0.4 on average
@@ -123,7 +124,13 @@ def test_shapley_on_a_two_modality_toy() -> None:
 
 
 def test_remedies_recover_known_optima() -> None:
-    from avbias.analysis.remedies import combine, fit_class_weights, norm_equalisation, standardise_weights, temperature_weights
+    from avbias.analysis.remedies import (
+        combine,
+        fit_class_weights,
+        norm_equalisation,
+        standardise_weights,
+        temperature_weights,
+    )
 
     rng = np.random.default_rng(0)
     n, c = 600, 3
@@ -132,7 +139,8 @@ def test_remedies_recover_known_optima() -> None:
     noise = rng.normal(0, 1.0, (n, c))                                         # audio: loud noise
     contrib, bias = {"audio": noise, "visual": informative}, np.zeros(c)
     assert np.mean(combine(contrib, bias, {"audio": 1.0, "visual": 1.0}).argmax(1) == labels) < 0.6
-    # The optimum turns the noise down and the informative modality up: each remedy fit on one half, tested on the other.
+    # The optimum turns the noise down and the informative modality up: each remedy fit on one half, tested on
+    # the other.
     val, test = slice(0, 300), slice(300, None)
     half = lambda s: {m: x[s] for m, x in contrib.items()}          # noqa: E731
     alpha = fit_class_weights(half(val), bias, labels[val])
@@ -143,7 +151,8 @@ def test_remedies_recover_known_optima() -> None:
     std = standardise_weights(half(val))
     assert std["visual"] / std["audio"] == pytest.approx(noise[val].std() / informative[val].std())
     eq = norm_equalisation({"audio": np.array([3.0, 4.0]), "visual": np.array([1.0, 1.0])}, per_class=False)
-    assert eq == {"audio": pytest.approx((5 + np.sqrt(2)) / 2 / 5), "visual": pytest.approx((5 + np.sqrt(2)) / 2 / np.sqrt(2))}
+    assert eq == {"audio": pytest.approx((5 + np.sqrt(2)) / 2 / 5),
+                  "visual": pytest.approx((5 + np.sqrt(2)) / 2 / np.sqrt(2))}
     per_class = norm_equalisation({"audio": np.array([3.0, 4.0]), "visual": np.array([1.0, 2.0])}, per_class=True)
     np.testing.assert_allclose(per_class["audio"] * [3, 4], per_class["visual"] * [1, 2])   # equal rows after
 
@@ -163,7 +172,8 @@ def test_human_capability_from_crowd_votes() -> None:
     from avbias.analysis.capability import cremad_human_accuracy, human_accuracy
 
     table = pd.DataFrame({"FileName": ["1001_IEO_ANG_HI", "1001_IEO_ANG_LO", "1001_IEO_SAD_XX"],
-                          "VoiceVote": ["A", "A:D", "N"], "FaceVote": ["D", "A", "S"], "MultiModalVote": ["A", "A", "S"]})
+                          "VoiceVote": ["A", "A:D", "N"], "FaceVote": ["D", "A", "S"],
+                          "MultiModalVote": ["A", "A", "S"]})
     acc = human_accuracy(table).set_index(["class", "modality"])["accuracy"]
     assert acc[("ANG", "audio")] == pytest.approx(0.75) and acc[("ANG", "visual")] == pytest.approx(0.5)
     assert acc[("SAD", "audio")] == 0 and acc[("SAD", "visual")] == 1

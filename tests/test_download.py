@@ -22,9 +22,18 @@ import numpy as np
 import pytest
 
 from avbias.data.archive import UnsafeArchiveError, extract_selected
-from avbias.data.download import (CircuitBreaker, DownloadPolicy, RemoteFile, SystemicError, VerifiedCache,
-                                  download_all, systemic_kind, ways_forward)
+from avbias.data.download import (
+    CircuitBreaker,
+    DownloadPolicy,
+    RemoteFile,
+    SystemicError,
+    VerifiedCache,
+    download_all,
+    systemic_kind,
+    ways_forward,
+)
 from avbias.errors import DataError, SourceUnreachableError
+
 from conftest import tool_env
 from http_mirror import MirrorServer
 
@@ -99,7 +108,8 @@ def test_missing_file_fails_clearly_and_keeps_the_rest(served) -> None:
     # The five good files are complete and verified: a re-run only asks for the missing one.
     before = len(server.requests())
     with pytest.raises(DataError):
-        download_all(specs, VerifiedCache(store / ".avbias" / "verified.json"), FAST, "test", store / ".avbias" / "failed.txt")
+        download_all(specs, VerifiedCache(store / ".avbias" / "verified.json"), FAST, "test",
+                     store / ".avbias" / "failed.txt")
     assert [r.path for r in server.requests()[before:]] == ["/media/absent.bin"]
 
 
@@ -206,7 +216,8 @@ def http_error(code: int) -> urllib.error.HTTPError:
     (urllib.error.URLError(OSError(errno.EHOSTUNREACH, "No route to host")), "unreachable"),
     (urllib.error.URLError(TimeoutError("timed out")), "connect timeout"),
     (urllib.error.URLError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
-                                                           "failed: self-signed certificate in certificate chain")), "tls"),
+                                                           "failed: self-signed certificate in certificate chain")),
+     "tls"),
     (urllib.error.URLError(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")), "tls"),
     (urllib.error.URLError(OSError("Tunnel connection failed: 407 Proxy Authentication Required")), "proxy"),
     (http_error(401), "permission"), (http_error(403), "permission"), (http_error(407), "proxy"),
@@ -327,7 +338,8 @@ def test_an_isolated_refused_connection_fails_alone(tmp_path: Path) -> None:
         specs = remote_files(server, files, store)
         specs.insert(3, RemoteFile(f"http://127.0.0.1:{closed_port()}/m/gone.bin", store / "m/gone.bin"))
         with pytest.raises(DataError) as err:
-            download_all(specs, VerifiedCache(store / "v.json"), FAST, "test", store / "failed.txt", advice="Ways forward: x")
+            download_all(specs, VerifiedCache(store / "v.json"), FAST, "test", store / "failed.txt",
+                         advice="Ways forward: x")
     assert not isinstance(err.value, SourceUnreachableError)
     assert "1 of 7 files failed" in str(err.value) and "Ways forward: x" in str(err.value)
     assert_complete(files, store)
@@ -373,7 +385,8 @@ def test_tar_with_links_is_rejected(tmp_path: Path) -> None:
 
 
 def test_tar_members_are_size_capped_and_selected(tmp_path: Path) -> None:
-    archive = make_tar(tmp_path / "a.tar.gz", [("d/a.mp4", b"a" * 100), ("d/skip.txt", b"s"), ("d/big.mp4", b"b" * 5000)])
+    archive = make_tar(tmp_path / "a.tar.gz",
+                       [("d/a.mp4", b"a" * 100), ("d/skip.txt", b"s"), ("d/big.mp4", b"b" * 5000)])
     with pytest.raises(DataError, match="big.mp4' exceeds 1000 bytes"):
         extract_selected(archive, tmp_path / "out", keep_mp4, 1000)
     assert (tmp_path / "out" / "a.mp4").read_bytes() == b"a" * 100

@@ -40,7 +40,8 @@ def test_ogm_ge_coefficient_golden_values(rho: float, k: float) -> None:
 
 def test_ogm_ge_coefficient_jumps_at_one_and_shifted_ablation_does_not() -> None:
     # The code's else-branch: a tie modulates audio by 1 - tanh(0.8) = 0.3360 (no modality keeps k = 1 below).
-    assert ogm_ge_coefficients({"audio": 1.0, "visual": 1.0}, 0.8) == {"audio": pytest.approx(0.33596, abs=5e-5), "visual": 1.0}
+    assert ogm_ge_coefficients({"audio": 1.0, "visual": 1.0}, 0.8) == {"audio": pytest.approx(0.33596, abs=5e-5),
+                                                                        "visual": 1.0}
     shifted = ogm_ge_coefficients({"audio": 1.01, "visual": 1.0}, 0.8, coefficient="shifted")
     assert shifted == {"audio": pytest.approx(1 - math.tanh(0.8 * 0.01)), "visual": 1.0}      # 0.9920, no jump
     assert ogm_ge_coefficients({"audio": 1.0, "visual": 1.0}, 0.8, coefficient="shifted")["audio"] == 1.0
@@ -55,7 +56,8 @@ def test_ogm_ge_scales_the_dominant_encoders_conv_gradients_only() -> None:
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     method = create_method("ogm_ge", {"methods": HPARAMS})
     logs = method.after_backward(model, out, labels, epoch=0)
-    scores = {m: float(out.modality_logits[m].detach().softmax(1)[torch.arange(6), labels].sum()) for m in ("audio", "visual")}
+    scores = {m: float(out.modality_logits[m].detach().softmax(1)[torch.arange(6), labels].sum())
+              for m in ("audio", "visual")}
     expected = ogm_ge_coefficients(scores, 0.8)
     assert logs["coeff_audio"] == pytest.approx(expected["audio"]) and min(expected.values()) < 1
     for name, p in model.named_parameters():
@@ -139,7 +141,7 @@ def test_mmpareto_sets_encoder_gradients_to_the_combination() -> None:
     logs = method.backward(model, out, labels, 0, loss)
     k = pareto_weights(torch.cat([g.flatten() for g in g_mm]), torch.cat([g.flatten() for g in g_uni]))
     assert logs["k_mm_audio"] == pytest.approx(k[0])
-    for p, a, b in zip(enc, g_mm, g_uni):
+    for p, a, b in zip(enc, g_mm, g_uni, strict=True):
         torch.testing.assert_close(p.grad, combine(a, b, k, 1.5), rtol=1e-4, atol=1e-6)
 
 

@@ -113,6 +113,7 @@ def test_training_reads_only_shards(tiny_pipeline: Path, tmp_path: Path) -> None
     """With every media file moved away, training still runs: it reads the feature shards only."""
     from avbias.config import load_params
     from avbias.methods import run_params_json
+
     from conftest import run
 
     project = tiny_pipeline
@@ -122,7 +123,8 @@ def test_training_reads_only_shards(tiny_pipeline: Path, tmp_path: Path) -> None
     try:
         params = load_params(project / "params.yaml", project / "tiny.yaml")
         params["train"]["epochs"] = 2
-        run(["avbias", "train", "--params", run_params_json(params, "baseline", "synth_cremad"), "--dataset", "synth_cremad",
+        run(["avbias", "train", "--params", run_params_json(params, "baseline", "synth_cremad"),
+             "--dataset", "synth_cremad",
              "--method", "baseline", "--seed", "0", "--features", "data/tiny/features/synth_cremad",
              "--out", str(tmp_path / "run")], project)
     finally:
@@ -139,6 +141,7 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
     import yaml
 
     from avbias.config import load_params
+
     from conftest import REPO, TINY, run
 
     project = tiny_pipeline

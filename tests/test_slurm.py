@@ -21,10 +21,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 def test_pipeline_runs_through_slurm_and_survives_a_killed_job(tmp_path: Path) -> None:
     reason = ensure_installed()
     if reason is None and Path("/etc/slurm/slurm.conf").exists():
-        reason = "/etc/slurm/slurm.conf exists: this machine has its own SLURM configuration, which the test leaves alone"
+        reason = ("/etc/slurm/slurm.conf exists: this machine has its own SLURM configuration, "
+                  "which the test leaves alone")
     if reason:
         pytest.skip(reason)
-    project = make_project(tmp_path / "project", {"run": {"methods": ["baseline"], "seeds": [0]}, "train": {"epochs": 4}})
+    project = make_project(tmp_path / "project",
+                           {"run": {"methods": ["baseline"], "seeds": [0]}, "train": {"epochs": 4}})
     with slurm_cluster(tmp_path / "slurm") as slurm_env:
         env = {**tool_env(), "SLURM_CONF": slurm_env["SLURM_CONF"]}
         cmd = ["snakemake", "all", "--workflow-profile", "profiles/slurm", "--slurm-status-command", "squeue",

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from avbias.features.shards import MANIFEST, write_shard
 from avbias.errors import ParamsError
+from avbias.features.shards import MANIFEST, write_shard
 from avbias.io import write_json
 from avbias.methods import METHODS, create_method, register
 from avbias.methods.registry import Method
@@ -70,7 +70,7 @@ def test_run_writes_artifacts_and_selects_on_validation(tmp_path: Path, features
 def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path, features: Path) -> None:
     a = train_run("synth_cremad", "unimodal_audio", 1, features, tmp_path / "a", PARAMS)
     b = train_run("synth_cremad", "unimodal_audio", 1, features, tmp_path / "b", PARAMS)
-    c = train_run("synth_cremad", "unimodal_audio", 2, features, tmp_path / "c", PARAMS)
+    train_run("synth_cremad", "unimodal_audio", 2, features, tmp_path / "c", PARAMS)
     assert a["val"] == b["val"] and a["test"] == b["test"]
     assert pd.read_csv(tmp_path / "a" / "curve.csv")["train_loss"].tolist() == \
         pd.read_csv(tmp_path / "b" / "curve.csv")["train_loss"].tolist()
@@ -106,7 +106,8 @@ MECHANISM = {"ogm_ge": "coeff_audio", "gblending": "weight_fused", "pmr": "beta"
 
 
 def test_every_method_learns_and_pretrained_runs_reuse_unimodal_encoders(tmp_path: Path, features: Path) -> None:
-    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 3, "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.0}}
+    params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 3, "optimizer": "adamw", "lr": 0.01,
+                                  "weight_decay": 0.0}}
     audio_path, visual_path = (tmp_path / m / "model.pt" for m in ("unimodal_audio", "unimodal_visual"))
     for name in ["unimodal_audio", "unimodal_visual", *sorted(set(METHODS) - {"unimodal_audio", "unimodal_visual"})]:
         pretrained = [audio_path, visual_path] if create_method(name, params).pretrained else []
@@ -150,7 +151,7 @@ def test_mla_updates_each_encoder_once_per_batch_audio_then_visual(features: Pat
         before = {m: [p.detach().clone() for p in encoders[m].parameters()] for m in encoders}
         result = step(*args, **kwargs)
         updated.append(tuple(m for m in encoders if any(not torch.equal(a, b) for a, b in
-                                                        zip(before[m], encoders[m].parameters()))))
+                                                        zip(before[m], encoders[m].parameters(), strict=True))))
         return result
 
     trainer.optimizer.step = recording_step
@@ -161,7 +162,7 @@ def test_mla_updates_each_encoder_once_per_batch_audio_then_visual(features: Pat
     steps = []
     alternate.optimizer.step = lambda *a, **k: steps.append(1)
     alternate.train_epoch(0)
-    assert len(steps) == batches                                               # one modality per batch: half the updates
+    assert len(steps) == batches                                               # one modality a batch: half the updates
 
 
 def test_results_do_not_depend_on_where_the_data_lives(tmp_path: Path, features: Path) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from avbias.config import load_params, parse_params_json
 from avbias.errors import AvbiasError
@@ -51,13 +52,13 @@ def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
     import pandas as pd
 
     from avbias.features.extract import extract_features
-
     from avbias.io import read_json
 
     clips = pd.read_parquet(Path(args.manifest) / "clips.parquet")
     classes = read_json(Path(args.manifest) / "classes.json")
     summary = extract_features(clips, classes, args.out, params, args.dataset, workers=args.threads)
-    log.info("extract: %d clips, %d quarantined, %d shards", summary["extracted"], summary["quarantined"], summary["shards"])
+    log.info("extract: %d clips, %d quarantined, %d shards", summary["extracted"], summary["quarantined"],
+             summary["shards"])
 
 
 def cmd_train(args: argparse.Namespace, params: dict[str, Any]) -> None:
@@ -129,8 +130,8 @@ def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
 
 
 def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
-    from avbias.errors import AvbiasError
     from avbias.compare import conclusions, differences
+    from avbias.errors import AvbiasError
 
     diffs = differences(Path(args.first), Path(args.second))
     if diffs:
@@ -217,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     sharing("push", cmd_push, "dvc push the artifacts of a clean workspace to the DVC remote", remote=True)
-    p = sharing("pull", cmd_pull, "dvc pull, check dvc status is clean, make Snakemake agree (no job reruns)", remote=True)
+    p = sharing("pull", cmd_pull, "dvc pull, check dvc status is clean, make Snakemake agree (no job reruns)",
+                remote=True)
     p.add_argument("--configfile", nargs="*", default=[], help="Snakemake config files (default: params.yaml)")
     p = sharing("repair", cmd_repair, "restore modified or missing artifacts from the DVC cache, then sync Snakemake")
     p.add_argument("targets", nargs="*", help="paths or stages to restore (default: all)")

@@ -65,13 +65,13 @@ def load_params(*paths: str | Path) -> dict[str, Any]:
     return params
 
 
-def _key_path(error: "jsonschema.ValidationError") -> str:  # noqa: F821
+def _key_path(error: jsonschema.ValidationError) -> str:  # noqa: F821
     return ".".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
 def validate_params(params: dict[str, Any], source: str = "params") -> None:
     """Raise ParamsError naming the first offending key; check names against the registries."""
-    import jsonschema   # here, not at the top: training imports this module and needs no validator
+    import jsonschema  # here, not at the top: training imports this module and needs no validator
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
@@ -85,7 +85,7 @@ def validate_params(params: dict[str, Any], source: str = "params") -> None:
 def check_params(params: dict[str, Any], source: str = "params") -> None:
     """What the schema cannot express: dataset names (the registry) and relations between keys. Method
     names and hyperparameters are checked against the method registry (avbias.methods.check_method_params)."""
-    from avbias.data.datasets import DATASETS   # a table of names: importing it costs nothing
+    from avbias.data.datasets import DATASETS  # a table of names: importing it costs nothing
 
     for name in params["run"]["datasets"]:
         if name not in DATASETS:
@@ -93,7 +93,8 @@ def check_params(params: dict[str, Any], source: str = "params") -> None:
     for dataset in ("cremad", "kinetics_sounds"):
         cfg = params["acquire"][dataset]
         if dataset in params["run"]["datasets"] and cfg["source"] == "local" and not cfg["local_root"]:
-            raise ParamsError(f"{source}: acquire.{dataset}.local_root must name a folder when acquire.{dataset}.source is local")
+            raise ParamsError(f"{source}: acquire.{dataset}.local_root must name a folder "
+                              f"when acquire.{dataset}.source is local")
     synth = params["synth"]
     if synth["min_duration_s"] > synth["max_duration_s"]:
         raise ParamsError(f"{source}: synth.min_duration_s must not exceed synth.max_duration_s")

@@ -11,9 +11,9 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ class SplitTensors:
     clip_ids: list[str]
 
     @classmethod
-    def from_arrays(cls, arrays: SplitArrays, device: torch.device) -> "SplitTensors":
+    def from_arrays(cls, arrays: SplitArrays, device: torch.device) -> SplitTensors:
         return cls(
             labels=torch.from_numpy(arrays.labels).to(device),
             spec=torch.from_numpy(np.ascontiguousarray(arrays.spec)).to(device),
@@ -79,7 +79,7 @@ class MappedSplit(torch.utils.data.Dataset):
         idx = np.asarray(idx)
         shards, rows = self.shards[idx], self.rows[idx]
         specs, frames = [], []
-        for i, (shard, row) in enumerate(zip(shards, rows)):
+        for shard, row in zip(shards, rows, strict=True):
             spec_map, frames_map = self._shard(int(shard))
             specs.append(spec_map[row])
             frames.append(frames_map[row])
@@ -178,7 +178,7 @@ def visual_inputs(frames: torch.Tensor, frames_per_sample: int, generator: torch
     return x.sub_(mean).mul_(scale).view(b, t, 3, size, size)       # in place: one pass fewer over the batch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet mean and 1/std on the 0-255 scale, made once per device (not a host-to-device copy per batch)."""
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
@@ -206,7 +206,8 @@ class BatchStream:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, order: torch.Tensor,
+                batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(idx, spec, frames, labels) per batch; spec and frames in their stored dtypes, on the device."""
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if self.memory is not None:
@@ -218,6 +219,6 @@ class BatchStream:
             self.mapped, sampler=[c.numpy() for c in chunks], batch_size=None, num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.num_workers else None,
         )
-        for idx, (spec, frames, labels) in zip(chunks, loader):
+        for idx, (spec, frames, labels) in zip(chunks, loader, strict=True):
             yield (idx, spec.to(self.device, non_blocking=True), frames.to(self.device, non_blocking=True),
                    labels.to(self.device, non_blocking=True))

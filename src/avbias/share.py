@@ -19,14 +19,15 @@ import logging
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from avbias.config import load_params
-from avbias.layout import run_dir
-from avbias.methods import METHODS, run_params
 from avbias.errors import AvbiasError
 from avbias.io import atomic_path, read_json
+from avbias.layout import run_dir
+from avbias.methods import METHODS, run_params
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def push(remote: str | None = None, run_cache: bool = False) -> None:
         raise not_clean(status, "nothing was pushed")
     _run(["dvc", "push", *remote_args(remote, run_cache)], "dvc push")
     if shutil.which("git"):
-        dirty = subprocess.run(["git", "status", "--porcelain", "dvc.lock", "params.yaml"], capture_output=True, text=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "dvc.lock", "params.yaml"], capture_output=True,
+                               text=True).stdout
         if dirty.strip():
             log.warning("dvc.lock or params.yaml has uncommitted changes: commit and push them with git so "
                         "teammates can pull these artifacts")

@@ -97,7 +97,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(trainable, cfg)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg["lr_step"],
+                                                         gamma=cfg["lr_gamma"])
         self.generator = torch.Generator().manual_seed(seed)
         self.train_samples, self.train_seconds = 0, 0.0     # throughput: training steps only
         self.utilisation = [] if self.cuda and gpu_utilisation(self.device) is not None else None
@@ -106,7 +107,8 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
 
-    def inputs(self, spec: torch.Tensor, frames: torch.Tensor, modalities: tuple[str, ...], train: bool) -> dict[str, torch.Tensor]:
+    def inputs(self, spec: torch.Tensor, frames: torch.Tensor, modalities: tuple[str, ...],
+               train: bool) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if "audio" in modalities:
             out["audio"] = spec.float().unsqueeze(1)
@@ -134,9 +136,10 @@ class Trainer:
         data = self.data[split]
         order = torch.arange(len(data))
         if fraction < 1:
-            order = torch.randperm(len(data), generator=self.generator)[: max(1, int(len(data) * fraction))].sort().values
+            order = (torch.randperm(len(data), generator=self.generator)[: max(1, int(len(data) * fraction))]
+                     .sort().values)
         parts: dict[str, list[np.ndarray]] = {}
-        for idx, spec, frames, labels in data.batches(order, self.cfg["batch_size"]):
+        for _idx, spec, frames, labels in data.batches(order, self.cfg["batch_size"]):
             inputs = self.inputs(spec, frames, self.method.modalities, train=False)
             inputs.update({m: torch.zeros_like(inputs[m]) for m in zeroed})
             with self.autocast():
@@ -146,7 +149,8 @@ class Trainer:
             arrays.update({f"logits_{m}": z for m, z in out.modality_logits.items()})
             arrays.update({f"aux_logits_{m}": z for m, z in out.aux_logits.items()})
             for key, value in arrays.items():
-                parts.setdefault(key, []).append(value.cpu().numpy() if key == "labels" else value.float().cpu().numpy())
+                parts.setdefault(key, []).append(value.cpu().numpy() if key == "labels"
+                                                 else value.float().cpu().numpy())
         if was_training:
             self.set_train_mode()
         return {key: np.concatenate(value) for key, value in parts.items()}
@@ -156,7 +160,8 @@ class Trainer:
         train, method = self.data["train"], self.method
         order = torch.randperm(len(train), generator=self.generator)
         # Running sums stay on the device: no host synchronisation per step.
-        loss_sum, correct, seen, steps, extras = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0, 0, {}
+        loss_sum, correct, seen, steps, extras = (torch.zeros((), device=self.device),
+                                                  torch.zeros((), device=self.device), 0, 0, {})
         branch_correct = {m: torch.zeros((), device=self.device) for m in method.modalities}
         size = self.cfg["batch_size"]
         for step, (idx, spec, frames, labels) in enumerate(train.batches(order, size)):
@@ -259,7 +264,8 @@ def load_pretrained_encoders(model: AVClassifier, checkpoints: list[Path], metho
         saved = torch.load(path, map_location="cpu", weights_only=False)
         for m in saved["modalities"]:
             prefix = f"encoders.{m}."
-            model.encoders[m].load_state_dict({k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)})
+            model.encoders[m].load_state_dict({k[len(prefix):]: v for k, v in saved["state_dict"].items()
+                                               if k.startswith(prefix)})
             log.info("encoder %s initialised from %s", m, path)
 
 
@@ -275,7 +281,8 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
     torch.use_deterministic_algorithms(True, warn_only=True)
     method = create_method(method_name, params, dataset)
     memory_fraction = apply_memory_fraction(resolve_device(params["train"]["device"]))   # before data is on the GPU
-    trainer = Trainer(method, Path(features_dir), params, seed, [Path(p) for p in pretrained or []], in_memory, num_workers)
+    trainer = Trainer(method, Path(features_dir), params, seed, [Path(p) for p in pretrained or []], in_memory,
+                      num_workers)
     recorded = run_params(params, method_name, dataset)
     has_val = "val" in trainer.splits
     if trainer.cfg["selection"] == "val" and not has_val:

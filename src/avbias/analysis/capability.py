@@ -21,7 +21,7 @@ def human_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for modality, column in VOTE_COLUMNS.items():
         votes = table[column].fillna("").str.split(":")
-        credit = np.array([(t in v) / max(len(v), 1) for t, v in zip(truth, votes)])
+        credit = np.array([(t in v) / max(len(v), 1) for t, v in zip(truth, votes, strict=True)])
         for code in CREMAD_EMOTIONS:
             mask = (truth == code[0]).to_numpy()
             rows.append({"class": code, "modality": modality, "accuracy": float(credit[mask].mean())})

@@ -7,7 +7,7 @@ per modality, and dominance is whichever modality's share is larger.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

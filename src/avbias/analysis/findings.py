@@ -68,7 +68,8 @@ def _verdict(result: dict[str, Any], converged: bool, positive: str, negative: s
     if not converged:
         return result | {"verdict": "inconclusive", "reason": "a run did not converge (see Convergence)"}
     if result["n_seeds"] < MIN_SEEDS:
-        return result | {"verdict": "inconclusive", "reason": f"{result['n_seeds']} seeds (a verdict needs {MIN_SEEDS})"}
+        return result | {"verdict": "inconclusive",
+                         "reason": f"{result['n_seeds']} seeds (a verdict needs {MIN_SEEDS})"}
     if np.isnan(result["p"]) or result["p"] >= ALPHA:
         return result | {"verdict": "inconclusive", "reason": f"p = {result['p']:.3g} >= {ALPHA}"}
     if result["effect"] > 0:
@@ -109,7 +110,8 @@ def source_findings(runs: pd.DataFrame, dominant: str, converged: dict[str, bool
     a = base["modalities"].iloc[0].split("+")[0]
     sign = 1.0 if dominant == a else -1.0
     ok = converged.get(BASELINE, False)
-    rows = [_row("2. from feature-norm disparity", BASELINE, f"log(||f_{dominant}|| / ||f_other||), mean over test clips",
+    rows = [_row("2. from feature-norm disparity", BASELINE,
+                 f"log(||f_{dominant}|| / ||f_other||), mean over test clips",
                  _verdict(_test(sign * np.log(base["feature_norm_ratio"].to_numpy(float))), ok,
                           f"{dominant}'s features are larger", f"{dominant}'s features are smaller"))]
     if base["weight_share"].notna().any():
@@ -152,7 +154,8 @@ def allocation_findings(per_class: pd.DataFrame, remedies: pd.DataFrame, classes
             acc = other.groupby("seed")["acc"].mean()
             ok = converged.get(name, False) and converged.get(BASELINE, False)
         else:
-            rem = remedies[(remedies["method"] == BASELINE) & (remedies["remedy"] == name)] if len(remedies) else remedies
+            rem = (remedies[(remedies["method"] == BASELINE) & (remedies["remedy"] == name)] if len(remedies)
+                   else remedies)
             if rem is None or rem.empty:
                 continue
             acc = rem.set_index("seed")[[f"class_acc_{i}" for i in index]].mean(1)

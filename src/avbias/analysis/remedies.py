@@ -6,7 +6,7 @@ contribution: they reweight the contributions per modality (and per class) witho
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,13 +23,16 @@ def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]))
 
 
+TEMPERATURE_GRID = np.geomspace(0.05, 20, 41)
+
+
 def temperature_weights(val: Contributions, bias: np.ndarray, labels: np.ndarray,
-                        grid: np.ndarray = np.geomspace(0.05, 20, 41)) -> dict[str, float]:
+                        grid: np.ndarray = TEMPERATURE_GRID) -> dict[str, float]:
     """Per-modality logit calibration: 1/T_m for each modality, by grid search minimising validation NLL."""
     mods = list(val)
     best, best_alpha = np.inf, {m: 1.0 for m in mods}
     for values in np.array(np.meshgrid(*[grid] * len(mods))).reshape(len(mods), -1).T:
-        alpha = dict(zip(mods, 1 / values))
+        alpha = dict(zip(mods, 1 / values, strict=True))
         nll = _nll(combine(val, bias, alpha), labels)
         if nll < best - 1e-12:
             best, best_alpha = nll, alpha

@@ -115,14 +115,17 @@ def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: 
             samples[f"margin_contrib_{m}"] = dl.margin_contribution(c, fused, labels)
             row[f"true_contrib_{m}"] = float(samples[f"true_contrib_{m}"].mean())
             row[f"margin_contrib_{m}"] = float(samples[f"margin_contrib_{m}"].mean())
-            per_class[f"true_contrib_{m}"] = dl.per_class_mean(samples[f"true_contrib_{m}"].to_numpy(), labels, num_classes)
+            per_class[f"true_contrib_{m}"] = dl.per_class_mean(samples[f"true_contrib_{m}"].to_numpy(), labels,
+                                                               num_classes)
             per_class[f"reliance_{m}"] = dl.per_class_mean(np.abs(c).mean(1), labels, num_classes)
             row[f"centred_contrib_{m}"] = dl.mean_abs_contribution(dl.centred(c))
-        row.update({f"logit_share_{m}": s for m, s in dl.shares({m: row[f"logit_contrib_{m}"] for m in modalities}).items()})
+        row.update({f"logit_share_{m}": s
+                    for m, s in dl.shares({m: row[f"logit_contrib_{m}"] for m in modalities}).items()})
         row["logit_share"] = row[f"logit_share_{a}"]
         row["centred_logit_share"] = dl.shares({m: row[f"centred_contrib_{m}"] for m in modalities})[a]
         _shapley_measures(row, "feature", dl.shapley_accuracy(contrib, bias, labels), a)
-        per_class[f"reliance_share_{a}"] = per_class[f"reliance_{a}"] / (per_class[f"reliance_{a}"] + per_class[f"reliance_{v}"])
+        per_class[f"reliance_share_{a}"] = (per_class[f"reliance_{a}"]
+                                            / (per_class[f"reliance_{a}"] + per_class[f"reliance_{v}"]))
     zeroed = {tuple(k[len(f"{split}_logits_zero_"):].split("_")): v for k, v in outputs.items()
               if k.startswith(f"{split}_logits_zero_")}
     if zeroed:
@@ -176,7 +179,7 @@ def aggregate(runs: pd.DataFrame, by: tuple[str, ...] = ("method",)) -> pd.DataF
     for keys, group in long.groupby([*by, "measure"], sort=True):
         values = group["value"].to_numpy(float)
         low, high = stats.bootstrap_ci(values)
-        rows.append({**dict(zip([*by, "measure"], keys)), "mean": values.mean(),
+        rows.append({**dict(zip([*by, "measure"], keys, strict=True)), "mean": values.mean(),
                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values),
                      "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
@@ -211,7 +214,7 @@ def dominance(summary: pd.DataFrame, margin: float, modalities: list[str]) -> di
     """Per joint method, which modality each per-modality bias measure favours (from the seed means)."""
     out: dict[str, dict[str, str]] = {}
     for method, group in summary.groupby("method"):
-        means = dict(zip(group["measure"], group["mean"]))
+        means = dict(zip(group["measure"], group["mean"], strict=True))
         verdict = {}
         for prefix in ("weight_norm", "logit_contrib", "centred_contrib", "branch_acc", "feature_norm", "decides",
                        "shapley_feature", "shapley_input", "true_contrib"):
@@ -230,7 +233,8 @@ def capability(runs: pd.DataFrame, margin: float) -> dict[str, Any]:
     return {"unimodal_test_acc": acc, "stronger": dl.dominant_modality(acc, margin) if len(acc) > 1 else None}
 
 
-def capability_per_class(dataset: str, per_class: pd.DataFrame, runs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def capability_per_class(dataset: str, per_class: pd.DataFrame, runs: pd.DataFrame,
+                         params: dict[str, Any]) -> pd.DataFrame:
     """Per class: the external capability of each modality (human raters on CREMA-D, the generator's SNRs on
     synthetic data) and the unimodal models' accuracy, as rows (class, source, modality, value)."""
     rows = []
@@ -238,8 +242,9 @@ def capability_per_class(dataset: str, per_class: pd.DataFrame, runs: pd.DataFra
     classes = list(dict.fromkeys(per_class["class"]))
     if spec.family == "cremad" and not spec.synthetic:
         for r in cremad_human_accuracy().to_dict("records"):
-            rows.append({"class": r["class"], "source": "human raters", "modality": r["modality"], "value": r["accuracy"]})
-    elif spec.synthetic and spec.family == "cremad":   # the planted per-class SNR (dB: not comparable across modalities)
+            rows.append({"class": r["class"], "source": "human raters", "modality": r["modality"],
+                         "value": r["accuracy"]})
+    elif spec.synthetic and spec.family == "cremad":   # planted per-class SNR (dB: not comparable across modalities)
         snr = planted.planted_snr(params["synth"], len(classes))
         for i, c in enumerate(classes):
             rows += [{"class": c, "source": "generator SNR (dB)", "modality": m, "value": float(snr[m][i])}
@@ -247,14 +252,15 @@ def capability_per_class(dataset: str, per_class: pd.DataFrame, runs: pd.DataFra
     uni = runs[runs["modalities"].str.count(r"\+") == 0][["method", "modalities"]].drop_duplicates()
     for method, modality in uni.itertuples(index=False):
         acc = per_class[per_class["method"] == method].groupby("class", sort=False)["acc"].mean()
-        rows += [{"class": c, "source": "unimodal model", "modality": modality, "value": float(x)} for c, x in acc.items()]
+        rows += [{"class": c, "source": "unimodal model", "modality": modality, "value": float(x)}
+                 for c, x in acc.items()]
     return pd.DataFrame(rows, columns=["class", "source", "modality", "value"])
 
 
 def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     loaded = [load_run(d) for d in sorted(run_dirs)]
     rows, class_rows, sample_frames, curves = [], [], [], []
-    for run_dir, (metrics, outputs) in zip(sorted(run_dirs), loaded):
+    for run_dir, (metrics, outputs) in zip(sorted(run_dirs), loaded, strict=True):
         row, per_class, samples = measure_run(metrics, outputs)
         rows.append(row)
         class_rows.extend(per_class)
@@ -271,19 +277,22 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
     elif modalities:     # no unimodal runs: the weaker branch of the baseline
         branch = {m: joint[f"branch_acc_{m}"].mean() for m in modalities}
         weak = min(branch, key=branch.get)
-    remedy_rows = [r for metrics, outputs in loaded for r in apply_remedies(metrics, outputs, weak)] if modalities else []
+    remedy_rows = ([r for metrics, outputs in loaded for r in apply_remedies(metrics, outputs, weak)] if modalities
+                   else [])
     summary = aggregate(runs.drop(columns=["modalities", "fusion"]))
     remedies = pd.DataFrame(remedy_rows)
     per_class_frame = pd.DataFrame(class_rows)
     curves_frame = pd.concat(curves, ignore_index=True)
     converged = fnd.convergence(curves_frame)
     first_metrics = loaded[0][0]
-    test_counts = dict(zip(first_metrics["classes"], np.bincount(loaded[0][1]["test_labels"],
-                                                                 minlength=len(first_metrics["classes"])).tolist()))
+    test_counts = dict(zip(first_metrics["classes"],
+                           np.bincount(loaded[0][1]["test_labels"], minlength=len(first_metrics["classes"])).tolist(),
+                           strict=True))
     claims = findings(dataset, runs, per_class_frame, remedies, converged, modalities, weak if modalities else None,
                       first_metrics["classes"], test_counts, params)
     result = {
-        "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": dominance(summary, margin, modalities), "capability": cap,
+        "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": dominance(summary, margin, modalities),
+        "capability": cap,
         "weak_modality": weak if modalities else None,
         "selection": sorted({m["selection"] for m, _ in loaded if "selection" in m}),
         "test_clips": int(sum(test_counts.values())), "seeds": sorted({int(m["seed"]) for m, _ in loaded}),
@@ -296,7 +305,8 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
         "samples.csv": pd.concat(sample_frames, ignore_index=True), "curves.csv": curves_frame,
         "persistence.csv": persistence(runs) if len(joint) else pd.DataFrame(),
         "remedies.csv": remedies,
-        "remedies_summary.csv": aggregate(remedies.drop(columns=["weak"]), by=("method", "remedy")) if len(remedies) else pd.DataFrame(),
+        "remedies_summary.csv": (aggregate(remedies.drop(columns=["weak"]), by=("method", "remedy")) if len(remedies)
+                                 else pd.DataFrame()),
         "capability.csv": capability_per_class(dataset, per_class_frame, runs, params),
     }
     for name, frame in tables.items():
@@ -311,7 +321,7 @@ def findings(dataset: str, runs: pd.DataFrame, per_class: pd.DataFrame, remedies
              converged: pd.DataFrame, modalities: list[str], weak: str | None, classes: list[str],
              test_counts: dict[str, int], params: dict[str, Any]) -> pd.DataFrame:
     """The paper's claims with verdicts (analysis.findings) and, on synthetic data, the planted truths."""
-    ok = dict(zip(converged["method"], converged["converged"]))
+    ok = dict(zip(converged["method"], converged["converged"], strict=True))
     rows: list[dict[str, Any]] = []
     if modalities and weak is not None:
         strong = next(m for m in modalities if m != weak)

@@ -8,8 +8,8 @@ header are not trusted: a member may not exceed a byte cap, and the bytes copied
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from avbias.errors import DataError
 from avbias.io import atomic_path

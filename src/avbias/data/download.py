@@ -14,11 +14,11 @@ fail with the same systemic error. Verified files stay, failed.txt lists the fil
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
 import logging
-import errno
 import os
 import socket
 import ssl
@@ -27,10 +27,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
@@ -286,7 +286,7 @@ def _open(url: str, offset: int, timeout_s: float, breaker: CircuitBreaker) -> h
     return response
 
 
-def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress", breaker: CircuitBreaker) -> None:
+def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: Progress, breaker: CircuitBreaker) -> None:
     """Bring `<dest>.part` one attempt closer to complete; raise if this attempt fell short."""
     part = part_path(file.dest)
     offset = part.stat().st_size if part.exists() else 0
@@ -320,7 +320,7 @@ def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: "Progress", 
         raise TransientError(f"connection closed after {written} of {expected} bytes")
 
 
-def fetch(file: RemoteFile, policy: DownloadPolicy, progress: "Progress", breaker: CircuitBreaker | None = None) -> str:
+def fetch(file: RemoteFile, policy: DownloadPolicy, progress: Progress, breaker: CircuitBreaker | None = None) -> str:
     """Download one file to file.dest, verified; return its expected sha256 ("" when none is known).
     Raises TransientError/PermanentError (SystemicError at once, without retries), Stopped when the
     breaker has tripped."""
@@ -484,7 +484,8 @@ def download_all(
                                 settle(future, futures[future])
                         break
                     # Isolated connection failures (a server restart, a resolver hiccup) get one more try.
-                    batch = [f for f, e in failures.items() if isinstance(e, SystemicError) and e.kind in CONNECTION_KINDS]
+                    batch = [f for f, e in failures.items()
+                             if isinstance(e, SystemicError) and e.kind in CONNECTION_KINDS]
                     if second_pass or not batch:
                         break
                     log.info("%s: trying %d files again that failed to connect", what, len(batch))
@@ -529,7 +530,8 @@ def raise_stopped(breaker: CircuitBreaker, failures: dict[RemoteFile, Exception]
 
 def raise_failures(failures: dict[RemoteFile, str], total: int, failed_list: Path, what: str, advice: str = "") -> None:
     with atomic_path(failed_list) as tmp:
-        tmp.write_text("".join(f"{f.url}\t{reason}\n" for f, reason in sorted(failures.items(), key=lambda x: x[0].url)))
+        tmp.write_text("".join(f"{f.url}\t{reason}\n"
+                               for f, reason in sorted(failures.items(), key=lambda x: x[0].url)))
     shown = "\n".join(f"  {f.url}: {reason}" for f, reason in list(failures.items())[:10])
     more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
     hint = ""

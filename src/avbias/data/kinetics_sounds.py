@@ -22,8 +22,15 @@ from typing import Any
 import pandas as pd
 
 from avbias.data.archive import extract_selected
-from avbias.data.download import (CircuitBreaker, DownloadPolicy, RemoteFile, SystemicError, VerifiedCache,
-                                  download_all, ways_forward)
+from avbias.data.download import (
+    CircuitBreaker,
+    DownloadPolicy,
+    RemoteFile,
+    SystemicError,
+    VerifiedCache,
+    download_all,
+    ways_forward,
+)
 from avbias.errors import DataError, SourceUnreachableError
 from avbias.ffmpeg import ffmpeg_exe
 from avbias.io import atomic_path, write_json
@@ -56,7 +63,8 @@ def load_split(path: str | None = None) -> tuple[list[str], pd.DataFrame]:
         data = json.loads(raw)
         classes, database = list(data["labels"]), data["database"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{source}: expected {{'labels': [...], 'database': {{id: {{subset, label}}}}}} ({exc})") from None
+        raise DataError(f"{source}: expected {{'labels': [...], 'database': {{id: {{subset, label}}}}}} "
+                        f"({exc})") from None
     rows = []
     for clip_id, entry in database.items():
         match = CLIP_ID.match(clip_id)
@@ -93,7 +101,7 @@ def index_tree(root: Path) -> dict[Key, Path]:
 
 
 def _keys(clips: pd.DataFrame) -> set[Key]:
-    return set(zip(clips["ytid"], clips["start"]))
+    return set(zip(clips["ytid"], clips["start"], strict=True))
 
 
 def advice(source: str) -> str:
@@ -121,13 +129,14 @@ def fetch_cvdf(store: Path, params: dict[str, Any], policy: DownloadPolicy, want
     splits = []
     for split in K400_SPLITS:
         annotations = pd.read_csv(store / "lists" / f"annotations_{split}.csv", dtype={"youtube_id": str})
-        if wanted & set(zip(annotations["youtube_id"], annotations["time_start"].astype(int))):
+        if wanted & set(zip(annotations["youtube_id"], annotations["time_start"].astype(int), strict=True)):
             splits.append(split)
     done_path = state_dir / "parts_done.json"
     done: dict[str, int] = json.loads(done_path.read_text()) if done_path.exists() else {}
     pending = []
     for split in splits:
-        names = [line.strip().rsplit("/", 1)[-1] for line in (store / "lists" / f"k400_{split}_path.txt").read_text().splitlines()]
+        names = [line.strip().rsplit("/", 1)[-1]
+                 for line in (store / "lists" / f"k400_{split}_path.txt").read_text().splitlines()]
         pending += [(split, name) for name in names if name and f"{split}/{name}" not in done]
     log.info("K400 splits holding Kinetics-Sounds clips: %s; %d tarballs to process", splits, len(pending))
 
@@ -143,7 +152,7 @@ def fetch_cvdf(store: Path, params: dict[str, Any], policy: DownloadPolicy, want
         parts, files = pending[i : i + batch], tarballs[i : i + batch]
         download_all(files, cache, policy, f"Kinetics-Sounds: K400 tarballs {i + 1}-{i + len(parts)} of {len(pending)}",
                      failed, advice=hint, breaker=breaker, queued_after=tarballs[i + batch :])
-        for (split, name), file in zip(parts, files):
+        for (split, name), file in zip(parts, files, strict=True):
             clips = extract_selected(file.dest, store / "videos" / split, select, MAX_CLIP_BYTES)
             extracted += len(clips)
             done[f"{split}/{name}"] = len(clips)
@@ -167,9 +176,11 @@ YT_DLP_SYSTEMIC = [
     ("unreachable", re.compile(r"network is unreachable|no route to host", re.I)),
     ("tls", re.compile(r"certificate verify failed|certificate_verify_failed|ssl: wrong_version_number"
                        r"|self[- ]signed certificate", re.I)),
-    ("proxy", re.compile(r"http error 407|proxy authentication|tunnel connection failed|proxyerror|cannot connect to proxy", re.I)),
+    ("proxy", re.compile(r"http error 407|proxy authentication|tunnel connection failed|proxyerror"
+                         r"|cannot connect to proxy", re.I)),
     ("rate limit", re.compile(r"http error 429|too many requests|not a bot", re.I)),
-    ("permission", re.compile(r"http error 40[13]: forbidden.*webpage|unable to download (api page|webpage).*http error 40[13]", re.I)),
+    ("permission", re.compile(r"http error 40[13]: forbidden.*webpage"
+                              r"|unable to download (api page|webpage).*http error 40[13]", re.I)),
 ]
 
 
@@ -260,7 +271,7 @@ def fetch_yt_dlp(store: Path, missing: pd.DataFrame, policy: DownloadPolicy) -> 
 
 def match_clips(ids: pd.DataFrame, found: dict[Key, Path]) -> pd.DataFrame:
     """The split's clips with their video path (None when not found)."""
-    paths = [found.get(key) for key in zip(ids["ytid"], ids["start"])]
+    paths = [found.get(key) for key in zip(ids["ytid"], ids["start"], strict=True)]
     return ids.assign(path=[str(p) if p else None for p in paths])
 
 

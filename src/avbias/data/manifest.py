@@ -47,7 +47,8 @@ def build_manifest(dataset: str, raw_dir: str | Path, params: dict[str, Any]) ->
     needed = SPLITS if params["splits"]["val_fraction"] > 0 else ("train", "test")
     missing = [s for s in needed if not (clips["split"] == s).any()]
     if missing:
-        raise DataError(f"{dataset}: no clips in the {missing} split(s) with splits.scheme={params['splits']['scheme']}")
+        raise DataError(f"{dataset}: no clips in the {missing} split(s) "
+                        f"with splits.scheme={params['splits']['scheme']}")
     return clips[MANIFEST_COLUMNS].reset_index(drop=True), classes
 
 

@@ -55,7 +55,8 @@ def write_cremad_mirror(out: Path, params: dict[str, Any], workers: int) -> dict
     # The synthetic crowd recognises every clip in every modality.
     votes = [[str(i + 1), c.clip_id] + [VOTE_LETTERS[CREMAD_EMOTIONS[c.label]], "100"] * 3 for i, c in enumerate(clips)]
     _write_csv(raw / "processedResults" / "summaryTable.csv",
-               ["", "FileName", "VoiceVote", "VoiceLevel", "FaceVote", "FaceLevel", "MultiModalVote", "MultiModalLevel"], votes)
+               ["", "FileName", "VoiceVote", "VoiceLevel", "FaceVote", "FaceLevel", "MultiModalVote",
+                "MultiModalLevel"], votes)
     return {"base_url": "cremad/media", "metadata_url": "cremad/raw", "manifest": "cremad/media_manifest.csv",
             "clips": len(clips)}
 
@@ -113,7 +114,8 @@ def acquire_overrides(layout: dict[str, dict[str, Any]], out: Path, url: str) ->
     url = url.rstrip("/")
     c, k = layout["cremad"], layout["kinetics_sounds"]
     return {
-        "cremad": {"source": "download", "base_url": f"{url}/{c['base_url']}", "metadata_url": f"{url}/{c['metadata_url']}",
-                   "manifest": str(out / c["manifest"])},
-        "kinetics_sounds": {"source": "cvdf", "base_url": f"{url}/{k['base_url']}", "split_file": str(out / k["split_file"])},
+        "cremad": {"source": "download", "base_url": f"{url}/{c['base_url']}",
+                   "metadata_url": f"{url}/{c['metadata_url']}", "manifest": str(out / c["manifest"])},
+        "kinetics_sounds": {"source": "cvdf", "base_url": f"{url}/{k['base_url']}",
+                            "split_file": str(out / k["split_file"])},
     }

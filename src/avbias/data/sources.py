@@ -71,9 +71,10 @@ def _acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[st
     classes, ids = kinetics_sounds.load_split(split_file)
     if source in ("cvdf", "yt_dlp"):
         have = kinetics_sounds.index_tree(tree) if tree.is_dir() else {}
-        missing = ids[[k not in have for k in zip(ids["ytid"], ids["start"])]]
+        missing = ids[[k not in have for k in zip(ids["ytid"], ids["start"], strict=True)]]
         if len(missing) and source == "cvdf":
-            info = kinetics_sounds.fetch_cvdf(store, cfg, policy, set(zip(missing["ytid"], missing["start"])))
+            info = kinetics_sounds.fetch_cvdf(store, cfg, policy,
+                                              set(zip(missing["ytid"], missing["start"], strict=True)))
         elif len(missing):
             info = kinetics_sounds.fetch_yt_dlp(store, missing, policy)
     matched = kinetics_sounds.match_clips(ids, kinetics_sounds.index_tree(tree))
@@ -114,7 +115,8 @@ def data_report(dataset: str, info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def acquire(dataset: str, out_dir: str | Path, store: str | Path, params: dict[str, Any], policy: DownloadPolicy) -> dict[str, Any]:
+def acquire(dataset: str, out_dir: str | Path, store: str | Path, params: dict[str, Any],
+            policy: DownloadPolicy) -> dict[str, Any]:
     """Write data/raw/<dataset> (atomically): the clip index and the acquisition report."""
     spec = DATASETS[dataset]
     out_dir, store = Path(out_dir), Path(store)

@@ -10,7 +10,6 @@ import numpy as np
 
 from avbias.ffmpeg import ffmpeg_exe
 
-
 TRUNCATION_TOLERANCE = 0.9       # a video must deliver this fraction of its reported frames
 
 
@@ -73,7 +72,8 @@ def read_frames(path: str | Path, num_frames: int, size: int) -> np.ndarray:
                     raise DecodeError(f"video ends at frame {index} of {frame_count} (truncated?)")
                 frame_rgb = frames[-1]
             else:
-                frame_rgb = cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                frame_rgb = cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA),
+                                         cv2.COLOR_BGR2RGB)
             frames.append(frame_rgb)
         return np.stack(frames)
     finally:

@@ -86,7 +86,7 @@ def extract_features(clips: pd.DataFrame, classes: list[str], out_dir: str | Pat
                 extract_clip, chunk["audio_path"], chunk["video_path"], [extract] * len(chunk), chunksize=4
             )
             specs, frames = [], []
-            for clip, result in zip(chunk.itertuples(index=False), results):
+            for clip, result in zip(chunk.itertuples(index=False), results, strict=True):
                 if isinstance(result, str):
                     log.warning("quarantined %s: %s", clip.clip_id, result)
                     quarantine_rows.append({"clip_id": clip.clip_id, "split": clip.split, "reason": result})

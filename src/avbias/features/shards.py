@@ -20,7 +20,7 @@ def shard_paths(features_dir: Path, shard: int) -> tuple[Path, Path]:
 
 
 def write_shard(features_dir: Path, shard: int, spec: np.ndarray, frames: np.ndarray) -> None:
-    for path, array in zip(shard_paths(features_dir, shard), (spec, frames)):
+    for path, array in zip(shard_paths(features_dir, shard), (spec, frames), strict=True):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, array, allow_pickle=False)

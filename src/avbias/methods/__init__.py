@@ -4,8 +4,17 @@ method files import torch lazily, so reading the registry is cheap (the Snakefil
 import importlib
 import pkgutil
 
-from avbias.methods.registry import (METHODS, Method, check_method_params, create_method, method_class,
-                                     register, resolve_hyperparams, run_methods, run_params)
+from avbias.methods.registry import (
+    METHODS,
+    Method,
+    check_method_params,
+    create_method,
+    method_class,
+    register,
+    resolve_hyperparams,
+    run_methods,
+    run_params,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":

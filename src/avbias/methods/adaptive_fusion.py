@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class AdaptiveFusionMethod(Method):
     @dataclass(frozen=True)
     class Hyperparams:
-        branch_weight: float = 1.0   # each modality's own cross-entropy beside the fused one (avbias; no published value)
+        branch_weight: float = 1.0   # each modality's own cross-entropy beside the fused one (avbias; none published)
 
     fusion = "adaptive"
 
@@ -31,6 +31,7 @@ class AdaptiveFusionMethod(Method):
         branch_loss = sum(F.cross_entropy(z, labels) for z in branches.values())
         return F.cross_entropy(output.logits, labels) + self.hp.branch_weight * branch_loss
 
-    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:
+    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor,
+                       epoch: int) -> dict[str, float]:
         alpha = model.head.alpha().detach()
         return {f"alpha_{m}": float(alpha[:, i].mean()) for i, m in enumerate(self.modalities)}

@@ -67,7 +67,8 @@ class MLA(Method):
         (m,) = output.modality_logits
         return F.cross_entropy(output.modality_logits[m], labels)
 
-    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:
+    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor,
+                       epoch: int) -> dict[str, float]:
         self.step_count += 1
         if self.hp.projection == "none":
             return {}

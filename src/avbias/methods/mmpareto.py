@@ -57,14 +57,15 @@ class MMPareto(Method):
         grads_mm = torch.autograd.grad(self.losses["mm"], params, retain_graph=True, allow_unused=True)
         unimodal = sum(self.losses[m] for m in self.modalities)
         grads_uni = torch.autograd.grad(unimodal, params, allow_unused=True)
-        g_mm = {p: g if g is not None else z for p, g, z in zip(params, grads_mm, zeros)}
-        g_uni = {p: g if g is not None else z for p, g, z in zip(params, grads_uni, zeros)}
+        g_mm = {p: g if g is not None else z for p, g, z in zip(params, grads_mm, zeros, strict=True)}
+        g_uni = {p: g if g is not None else z for p, g, z in zip(params, grads_uni, zeros, strict=True)}
         for p in params:                                  # heads: the plain sum
             p.grad = g_mm[p] + g_uni[p]
         logs = {}
         for m in self.modalities:
             enc = encoder_params(model, m)
-            k = pareto_weights(torch.cat([g_mm[p].flatten() for p in enc]), torch.cat([g_uni[p].flatten() for p in enc]))
+            k = pareto_weights(torch.cat([g_mm[p].flatten() for p in enc]),
+                               torch.cat([g_uni[p].flatten() for p in enc]))
             for p in enc:
                 p.grad = combine(g_mm[p], g_uni[p], k, self.hp.gamma)
             logs[f"k_mm_{m}"] = k[0]

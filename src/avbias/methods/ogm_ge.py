@@ -44,8 +44,10 @@ class OGMGE(Method):
         generalisation_enhancement: bool = True   # main.py --modulation OGM_GE (noise on both encoders)
         coefficient: Literal["code", "shifted"] = "code"   # shifted: 1 - tanh(alpha (rho - 1)), an ablation
 
-    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:
-        scores = {m: float(true_class_score(output.modality_logits[m].detach().float(), labels)) for m in self.modalities}
+    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor,
+                       epoch: int) -> dict[str, float]:
+        scores = {m: float(true_class_score(output.modality_logits[m].detach().float(), labels))
+                  for m in self.modalities}
         coeffs = ogm_ge_coefficients(scores, self.hp.alpha, self.hp.coefficient)
         if self.in_window(epoch):
             modulate_gradients(model, coeffs, self.hp.generalisation_enhancement)

@@ -79,7 +79,7 @@ class PMR(Method):
         self.prototypes: dict[str, torch.Tensor] | None = None
         self.logged: dict[str, float] = {}
 
-    def epoch_start(self, model: AVClassifier, epoch: int, trainer: "Trainer") -> dict[str, float]:
+    def epoch_start(self, model: AVClassifier, epoch: int, trainer: Trainer) -> dict[str, float]:
         pred = trainer.predict("train", fraction=self.hp.prototype_fraction)
         num_classes = trainer.num_classes
         fresh = {m: torch.from_numpy(class_prototypes(pred[f"features_{m}"], pred["labels"], num_classes))
@@ -100,5 +100,6 @@ class PMR(Method):
             loss = loss + beta * pce - self.hp.mu * entropy
         return loss
 
-    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:
+    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor,
+                       epoch: int) -> dict[str, float]:
         return self.logged

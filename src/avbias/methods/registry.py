@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from avbias.errors import ParamsError
 from avbias.lazy import F, torch
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from avbias.models.fusion import AVClassifier, ModelOutput
     from avbias.train import Trainer
 
-METHODS: dict[str, Callable[..., "Method"]] = {}
+METHODS: dict[str, Callable[..., Method]] = {}
 BY_DATASET = "by_dataset"
 
 
@@ -32,7 +33,7 @@ class NoHyperparams:
     """A method without hyperparameters."""
 
 
-def register(name: str, **fixed: Any) -> Callable[[type["Method"]], type["Method"]]:
+def register(name: str, **fixed: Any) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: `@register("ogm_ge")`; keyword arguments are bound at construction."""
 
     def wrap(cls: type[Method]) -> type[Method]:
@@ -45,14 +46,14 @@ def register(name: str, **fixed: Any) -> Callable[[type["Method"]], type["Method
     return wrap
 
 
-def method_class(name: str) -> type["Method"]:
+def method_class(name: str) -> type[Method]:
     try:
         return METHODS[name].spec   # type: ignore[attr-defined]
     except KeyError:
         raise ParamsError(f"unknown method {name!r}; registered: {sorted(METHODS)}") from None
 
 
-def create_method(name: str, params: dict[str, Any], dataset: str | None = None) -> "Method":
+def create_method(name: str, params: dict[str, Any], dataset: str | None = None) -> Method:
     method_class(name)
     return METHODS[name](params, dataset)
 
@@ -182,7 +183,8 @@ class Method:
         loss.backward()
         return self.after_backward(model, output, labels, epoch)
 
-    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int) -> dict[str, float]:
+    def after_backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor,
+                       epoch: int) -> dict[str, float]:
         """Change gradients before the optimiser step (e.g. gradient modulation); return values to log."""
         return {}
 

@@ -114,7 +114,7 @@ class SharedFusion(FusionHead):
             weights = {m: torch.full_like(z[:, :1], 1 / len(own)) for m, z in own.items()}
         else:
             per_batch = self.test_fusion == "batch_entropy"
-            weights = dict(zip(own, uncertainty_weights(list(own.values()), per_batch).unbind(1)))
+            weights = dict(zip(own, uncertainty_weights(list(own.values()), per_batch).unbind(1), strict=True))
             weights = {m: w[:, None] for m, w in weights.items()}
         per_modality = {m: weights[m] * z for m, z in own.items()}
         return sum(per_modality.values()), per_modality

@@ -9,12 +9,24 @@ from typing import Any
 
 from avbias.io import atomic_path, read_json, write_json
 from avbias.report.figures import FIGURES
-from avbias.report.tables import (DatasetAnalysis, accuracy_table, bias_table, convergence_table, data_table,
-                                  findings_table, markdown, method_dataset_table, persistence_table, protocol_table,
-                                  not_applicable, remedies_table)
+from avbias.report.tables import (
+    DatasetAnalysis,
+    accuracy_table,
+    bias_table,
+    convergence_table,
+    data_table,
+    findings_table,
+    markdown,
+    method_dataset_table,
+    not_applicable,
+    persistence_table,
+    protocol_table,
+    remedies_table,
+)
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}\
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:1.5em 0}figcaption{font-size:90%;color:#444}
 img{max-width:100%}"""
 
@@ -62,7 +74,8 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
                 "inconclusive and says why.</p>")
     md.append("## Findings\n")
     for a in analyses:
-        for name, table in ((f"Findings: {a.dataset}", findings_table(a)), (f"Protocol: {a.dataset}", protocol_table(a, params))):
+        for name, table in ((f"Findings: {a.dataset}", findings_table(a)),
+                            (f"Protocol: {a.dataset}", protocol_table(a, params))):
             body.append(f"<h3>{html.escape(name)}</h3>" + table.to_html(index=False, border=0, escape=True))
             md.append(f"### {name}\n\n{markdown(table)}")
     overview = method_dataset_table(analyses)

@@ -23,12 +23,14 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def _modality_bars(ax: plt.Axes, labels: list[str], values: dict[str, tuple[list[float], list[float]]], ylabel: str) -> None:
+def _modality_bars(ax: plt.Axes, labels: list[str], values: dict[str, tuple[list[float], list[float]]],
+                   ylabel: str) -> None:
     """Side-by-side bars, one colour per modality: values[m] = (means, stds) over the labels."""
     x = np.arange(len(labels))
     width = 0.8 / len(values)
     for i, (m, (means, stds)) in enumerate(values.items()):
-        ax.bar(x + (i - (len(values) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=m, color=COLOURS.get(m))
+        ax.bar(x + (i - (len(values) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=m,
+               color=COLOURS.get(m))
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
@@ -36,7 +38,7 @@ def _modality_bars(ax: plt.Axes, labels: list[str], values: dict[str, tuple[list
 
 def accuracy_bars(a: DatasetAnalysis, path: Path) -> str:
     methods = list(a.runs["method"].unique())
-    modalities_of = dict(zip(a.runs["method"], a.runs["modalities"]))
+    modalities_of = dict(zip(a.runs["method"], a.runs["modalities"], strict=True))
     series = ["fused", *a.modalities]
     x = np.arange(len(methods))
     width = 0.8 / len(series)
@@ -68,7 +70,8 @@ def accuracy_bars(a: DatasetAnalysis, path: Path) -> str:
 
 def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
     key = f"weight_norm_{a.modalities[0]}" if a.modalities else None
-    methods = [m for m in a.joint_methods if key in a.per_class and a.per_class.loc[a.per_class["method"] == m, key].notna().any()]
+    methods = [m for m in a.joint_methods
+               if key in a.per_class and a.per_class.loc[a.per_class["method"] == m, key].notna().any()]
     if not methods:
         return _no_data(a, path, "no joint runs with linear decision weights")
     cols = min(4, len(methods))
@@ -76,7 +79,7 @@ def weight_norms_per_class(a: DatasetAnalysis, path: Path) -> str:
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    for ax, method in zip(axes.flat, methods):
+    for ax, method in zip(axes.flat, methods, strict=False):
         rows = a.per_class[a.per_class["method"] == method].groupby("class", sort=False)
         values = {m: (rows[f"weight_norm_{m}"].mean().tolist(), rows[f"weight_norm_{m}"].std().fillna(0).tolist())
                   for m in a.modalities}
@@ -110,7 +113,7 @@ def validation_curves(a: DatasetAnalysis, path: Path) -> str:
     fig, axes = plt.subplots(rows_n, cols, figsize=(3.0 * cols, 2.3 * rows_n), squeeze=False, sharex=True, sharey=True)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    for ax, method in zip(axes.flat, methods):     # one panel per method: no legend to decode
+    for ax, method in zip(axes.flat, methods, strict=False):     # one panel per method: no legend to decode
         group = a.curves[a.curves["method"] == method]
         for _, run in group.groupby("seed"):
             ax.plot(run["epoch"], run[column] * 100, color="#bbbbbb", lw=0.8)
@@ -145,7 +148,7 @@ def feature_norm_histograms(a: DatasetAnalysis, path: Path) -> str:
     cols = min(4, len(methods))
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, method in zip(axes.flat, methods):
+    for ax, method in zip(axes.flat, methods, strict=False):
         s = a.samples[a.samples["method"] == method]
         for m in a.modalities:
             ax.hist(s[f"feature_norm_{m}"].dropna(), bins=20, alpha=0.6, label=m, color=COLOURS.get(m))
@@ -161,11 +164,13 @@ def feature_norm_histograms(a: DatasetAnalysis, path: Path) -> str:
 
 def contribution_distributions(a: DatasetAnalysis, path: Path) -> str:
     methods = [m for m in a.joint_methods
-               if not a.samples.empty and a.samples.loc[a.samples["method"] == m, f"true_contrib_{a.modalities[0]}"].notna().any()]
+               if not a.samples.empty
+               and a.samples.loc[a.samples["method"] == m, f"true_contrib_{a.modalities[0]}"].notna().any()]
     if not methods:
         return _no_data(a, path, "no joint runs with an additive head")
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.2 * len(methods) * 2), 3.4))
-    for ax, (kind, title) in zip(axes, (("true_contrib", "to the true-class logit"), ("margin_contrib", "to the margin z_y - z_k"))):
+    for ax, (kind, title) in zip(axes, (("true_contrib", "to the true-class logit"),
+                                        ("margin_contrib", "to the margin z_y - z_k")), strict=True):
         positions, data, colours = [], [], []
         for i, method in enumerate(methods):
             s = a.samples[a.samples["method"] == method]
@@ -174,7 +179,7 @@ def contribution_distributions(a: DatasetAnalysis, path: Path) -> str:
                 data.append(s[f"{kind}_{m}"].dropna().to_numpy())
                 colours.append(COLOURS.get(m))
         parts = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=False)
-        for patch, colour in zip(parts["boxes"], colours):
+        for patch, colour in zip(parts["boxes"], colours, strict=True):
             patch.set_facecolor(colour)
         centres = [i * (len(a.modalities) + 1) + (len(a.modalities) - 1) / 2 for i in range(len(methods))]
         ax.set_xticks(centres, [m.replace("_", "\n") for m in methods], fontsize=7)
@@ -190,7 +195,8 @@ def who_decides_bars(a: DatasetAnalysis, path: Path) -> str:
     if not methods:
         return _no_data(a, path, "no joint runs")
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(methods)), 3.2))
-    values = {m: ([a.stat(x, f"decides_{m}")[0] * 100 for x in methods], [a.stat(x, f"decides_{m}")[1] * 100 for x in methods])
+    values = {m: ([a.stat(x, f"decides_{m}")[0] * 100 for x in methods],
+                  [a.stat(x, f"decides_{m}")[1] * 100 for x in methods])
               for m in a.modalities}
     _modality_bars(ax, [m.replace("_", "\n") for m in methods], values, "fused = modality's prediction (%)")
     _save(fig, path)
@@ -207,7 +213,7 @@ def persistence_plot(a: DatasetAnalysis, path: Path) -> str:
     methods = list(dict.fromkeys(a.persistence["method"]))
     fig, axes = plt.subplots(1, len(measures), figsize=(2.6 * len(measures) + 1, 3.6), squeeze=False, sharey=True)
     x = np.arange(len(methods))
-    for ax, measure in zip(axes.flat, measures):    # one panel per measure, methods named on the axis
+    for ax, measure in zip(axes.flat, measures, strict=True):    # one panel per measure, methods named on the axis
         rows = a.persistence[a.persistence["measure"] == measure].set_index("method").reindex(methods)
         err = np.array([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).clip(min=0)
         ax.errorbar(x, rows["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3, color="k")
@@ -235,7 +241,8 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
     if external.empty or a.per_class.empty or key not in a.per_class:
         return _no_data(a, path, "no external capability for this dataset")
     source = external["source"].iloc[0]
-    ext = external[external["modality"].isin(a.modalities)].pivot_table(index="class", columns="modality", values="value")
+    ext = external[external["modality"].isin(a.modalities)].pivot_table(index="class", columns="modality",
+                                                                        values="value")
     if any(m not in ext for m in a.modalities):
         return _no_data(a, path, f"{source}: not every modality measured")
     ext_share = ext[first] / ext[a.modalities].sum(1)
@@ -247,7 +254,7 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     x = np.arange(len(classes))
-    for ax, method in zip(axes.flat, methods):      # one panel per joint method
+    for ax, method in zip(axes.flat, methods, strict=False):      # one panel per joint method
         rel = a.per_class[a.per_class["method"] == method].groupby("class")[key].mean().reindex(classes)
         ax.bar(x - 0.2, ext_share.reindex(classes), 0.4, color="#999999")
         ax.bar(x + 0.2, rel, 0.4, color=COLOURS.get(first))
@@ -256,7 +263,8 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
         ax.set_ylim(0, 1)
         ax.set_title(method, fontsize=9)
     _save(fig, path)
-    what = ("the crowd's accuracy from the voice alone vs the face alone (CREMA-D summaryTable.csv), as the voice's share"
+    what = ("the crowd's accuracy from the voice alone vs the face alone (CREMA-D summaryTable.csv), "
+            "as the voice's share"
             if source == "human raters" else "the unimodal models' per-class test accuracy, as audio's share")
     if not snr.empty:
         what += "; the generator's planted per-class SNRs are in capability.csv"
@@ -300,7 +308,7 @@ def remedies_scatter(a: DatasetAnalysis, path: Path) -> str:
     fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    for ax, method in zip(axes.flat, methods):      # one panel per method, each remedy named at its point
+    for ax, method in zip(axes.flat, methods, strict=False):      # one panel per method, each remedy named at its point
         rows = s[s["method"] == method].pivot_table(index="remedy", columns="measure", values="mean")
         if "none" not in rows.index:
             continue

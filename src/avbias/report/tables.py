@@ -31,15 +31,15 @@ class DatasetAnalysis:
     convergence: pd.DataFrame
 
     @classmethod
-    def load(cls, folder: Path) -> "DatasetAnalysis":
+    def load(cls, folder: Path) -> DatasetAnalysis:
         bias = read_json(folder / "bias.json")
 
         def table(name: str) -> pd.DataFrame:
             path = folder / name
             return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
 
-        return cls(bias["dataset"], table("runs.csv"), table("summary.csv"), table("per_class.csv"), table("curves.csv"),
-                   bias, table("samples.csv"), table("persistence.csv"), table("remedies.csv"),
+        return cls(bias["dataset"], table("runs.csv"), table("summary.csv"), table("per_class.csv"),
+                   table("curves.csv"), bias, table("samples.csv"), table("persistence.csv"), table("remedies.csv"),
                    table("remedies_summary.csv"), table("capability.csv"), table("findings.csv"),
                    table("convergence.csv"))
 
@@ -116,7 +116,8 @@ def persistence_table(a: DatasetAnalysis) -> pd.DataFrame:
                      "mean ± std": f"{r.mean:.3f} ± {r.std:.3f}",
                      "95% CI": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if pd.notna(r.ci_low) else "–",
                      "p vs baseline: paired t (exact sign-flip), n": (
-                         f"{r.p_t_vs_baseline:.3f} ({r.p_vs_baseline:.2f}), {r.n_paired}" if pd.notna(r.p_vs_baseline) else "–")})
+                         f"{r.p_t_vs_baseline:.3f} ({r.p_vs_baseline:.2f}), {r.n_paired}"
+                         if pd.notna(r.p_vs_baseline) else "–")})
     return pd.DataFrame(rows)
 
 
@@ -146,7 +147,8 @@ def findings_table(a: DatasetAnalysis) -> pd.DataFrame:
     rows = []
     for r in a.findings.to_dict("records"):
         effect = "–" if pd.isna(r.get("effect")) else (
-            f"{r['effect']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if pd.notna(r.get("ci_low")) else f"{r['effect']:+.3f}")
+            f"{r['effect']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if pd.notna(r.get("ci_low"))
+            else f"{r['effect']:+.3f}")
         rows.append({"claim": r["claim"], "subject": r["subject"], "evidence": r["evidence"],
                      "effect [95% CI over seeds]": effect,
                      "t-test p": "–" if pd.isna(r.get("p")) else f"{r['p']:.3g}",
@@ -194,7 +196,8 @@ def remedies_table(a: DatasetAnalysis) -> pd.DataFrame:
             hit = s.loc[(method, remedy, measure)] if (method, remedy, measure) in s.index else None
             return "–" if hit is None else f"{hit['mean'] * scale:.1f} ± {hit['std'] * scale:.1f}"
         rows.append({"method": method, "remedy": remedy, "test acc (%)": cell("test_acc"),
-                     "macro-F1 (%)": cell("test_macro_f1"), f"{a.bias.get('weak_modality')} decides (%)": cell("weak_decides")})
+                     "macro-F1 (%)": cell("test_macro_f1"),
+                     f"{a.bias.get('weak_modality')} decides (%)": cell("weak_decides")})
     return pd.DataFrame(rows)
 
 
