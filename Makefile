@@ -8,7 +8,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.8
 # The rules call `avbias`, `snakemake` and `dvc` from the venv.
 export PATH := $(BIN):$(PATH)
-DEMO := --configfile params.yaml config/demo.yaml
+DEMO := --configfile params.yaml config/demo.yaml config/scenarios/audio_dominant_mixed.yaml
 
 .PHONY: demo demo-check test test-cluster install lock lint clean-demo
 
