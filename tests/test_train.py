@@ -12,8 +12,6 @@ import torch
 import yaml
 
 from avbias.errors import ParamsError
-from avbias.features.shards import MANIFEST, write_shard
-from avbias.io import write_json
 from avbias.methods import METHODS, create_method, register
 from avbias.methods.registry import Method
 from avbias.models.fusion import AVClassifier
@@ -26,28 +24,6 @@ PARAMS = {
                                  "frame_window": "random", "device": "cpu"},
     "methods": SHIPPED["methods"],
 }
-
-
-@pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shards whose spectrogram carries the label (a bright row) and whose frames are noise."""
-    out = tmp_path_factory.mktemp("features")
-    rng = np.random.default_rng(0)
-    n = 48
-    labels = np.arange(n) % 6
-    spec = rng.normal(size=(n, 16, 12)).astype(np.float16)
-    spec[np.arange(n), labels * 2, :] += 4
-    frames = rng.integers(0, 255, size=(n, 2, 16, 16, 3), dtype=np.uint8)
-    split = np.array(["train"] * 32 + ["val"] * 8 + ["test"] * 8)
-    rows = []
-    for shard, start in enumerate(range(0, n, 20)):
-        idx = np.arange(start, min(start + 20, n))
-        write_shard(out, shard, spec[idx], frames[idx])
-        rows += [{"clip_id": f"c{i:03d}", "label": int(labels[i]), "split": split[i], "shard": shard,
-                  "row": r, "params_hash": "x"} for r, i in enumerate(idx)]
-    pd.DataFrame(rows).to_parquet(out / MANIFEST, index=False)
-    write_json(out / "extract.json", {"classes": [f"class{c}" for c in range(6)]})   # class names travel with the data
-    return out
 
 
 def test_run_writes_artifacts_and_selects_on_validation(tmp_path: Path, features: Path) -> None:
