@@ -22,14 +22,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 demo: install
-	$(BIN)/snakemake all --cores 8 $(DEMO)
+	$(BIN)/snakemake all --cores all $(DEMO)
 	@echo
 	@echo "Report:  $(CURDIR)/results/demo/report/report.html"
 	@echo "Tables:  $(CURDIR)/results/demo/summary.md"
 
 # The demo again with other thread counts and oneDNN off: the same conclusions or a non-zero exit.
 demo-check: demo
-	AVBIAS_ONEDNN=0 $(BIN)/snakemake all --cores 8 $(DEMO) config/demo_check.yaml
+	AVBIAS_ONEDNN=0 $(BIN)/snakemake all --cores all $(DEMO) config/demo_check.yaml
 	$(BIN)/avbias compare-verdicts results/demo/analysis/synth_cremad results/demo_check/analysis/synth_cremad
 
 test: install
