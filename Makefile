@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 DEMO := --configfile params.yaml config/demo.yaml config/scenarios/audio_dominant_mixed.yaml
 
-.PHONY: demo demo-check test test-cluster install lock lint clean-demo
+.PHONY: demo demo-check test test-cluster test-scenarios install lock lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ test: install
 # when missing and allowed; skips with the reason otherwise).
 test-cluster: install
 	$(BIN)/pytest -m cluster -n 0
+
+# Each shipped scenario's planted truths recovered through the pipeline (a few minutes).
+test-scenarios: install
+	$(BIN)/pytest -m scenarios
 
 # ruff (settings in pyproject.toml), then Snakemake's lints. One lint is accepted by design and skipped: the
 # rules' software is the one locked venv (README: "Run on a cluster"), not a conda environment or container

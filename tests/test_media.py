@@ -13,15 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avbias.data import synthetic
-from avbias.data import cremad, kinetics_sounds
+from avbias.data import cremad, kinetics_sounds, synthetic
 from avbias.data.datasets import CREMAD_EMOTIONS
 from avbias.errors import DataError
 from avbias.features.decode import DecodeError, decode_audio, read_frames
-from avbias.ffmpeg import ffmpeg_exe
 from avbias.features.extract import extract_clip, extract_features, recipe_for
 from avbias.features.shards import load_split
 from avbias.features.spectrogram import fit_duration, log_spectrogram
+from avbias.ffmpeg import ffmpeg_exe
 
 SYNTH = {"seed": 3, "num_actors": 1, "num_sentences": 1, "audio_snr_db": 0.0, "visual_snr_db": 0.0,
          "min_duration_s": 1.3, "max_duration_s": 5.0,
