@@ -101,7 +101,8 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for name, total in rows:
-        lines.append(f"| {name} | {total:.2f} | {1000 * total / len(clips):.0f} | {len(clips) / total:.2f} | {total / floor:.2f} |")
+        lines.append(f"| {name} | {total:.2f} | {1000 * total / len(clips):.0f} | {len(clips) / total:.2f} "
+                     f"| {total / floor:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -26,7 +26,8 @@ SYNTH = {"seed": 3, "num_actors": 1, "num_sentences": 1, "audio_snr_db": 0.0, "v
          "min_duration_s": 1.3, "max_duration_s": 5.0,
          "ks": {"num_classes": 2, "clips_per_class": {"train": 1, "val": 1, "test": 1}, "duration_s": 10.0}}
 EXTRACT = {
-    "cremad": {"audio": "stft", "sample_rate": 22050, "duration_s": 3.0, "n_fft": 512, "hop_length": 353, "num_frames": 3},
+    "cremad": {"audio": "stft", "sample_rate": 22050, "duration_s": 3.0, "n_fft": 512, "hop_length": 353,
+               "num_frames": 3},
     "kinetics_sounds": {"audio": "fbank", "sample_rate": 16000, "duration_s": 10.0, "num_mel_bins": 128,
                         "frame_shift_ms": 10, "target_frames": 1024, "norm_mean": -4.503877, "norm_std": 5.141276,
                         "num_frames": 3},
@@ -82,7 +83,7 @@ def test_kinetics_layout_is_cvdf_named_h264_aac_10s(tmp_path: Path) -> None:
     videos = sorted(tmp_path.rglob("*.mp4"))
     assert {v.parent.name for v in videos} == {"train", "val"} and len(videos) == 6
     assert all(kinetics_sounds.video_key(v.name) for v in videos)            # <ytid>_<start:06d>_<end:06d>.mp4
-    assert set(kinetics_sounds.index_tree(tmp_path)) == set(zip(split["ytid"], split["start"]))
+    assert set(kinetics_sounds.index_tree(tmp_path)) == set(zip(split["ytid"], split["start"], strict=True))
     cap = cv2.VideoCapture(str(videos[0]))
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
     assert fourcc.lower() in ("avc1", "h264")
@@ -159,11 +160,12 @@ def test_corrupt_media_raise_decode_errors(tmp_path: Path, clips: tuple[Path, li
         decode_audio(garbage, 22050)
 
 
-def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path,
+                                                         clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
     root, plan = clips
     raw = tmp_path / "raw"
     shutil.copytree(root, raw)
-    broken = {c.clip_id: reason for c, reason in zip(plan[1:4], ("empty", "truncated", "min_audio_s"))}
+    broken = {c.clip_id: reason for c, reason in zip(plan[1:4], ("empty", "truncated", "min_audio_s"), strict=True)}
     zero, truncated, short = broken
     (raw / "AudioWAV" / f"{zero}.wav").write_bytes(b"")                             # zero-byte wav
     flv = raw / "VideoFlash" / f"{truncated}.flv"
@@ -171,19 +173,22 @@ def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: 
     synthetic.write_wav(raw / "AudioWAV" / f"{short}.wav", np.zeros(3200, np.float32))   # 0.2 s: wrong duration
     manifest = cremad.clips_table(raw, [c.clip_id for c in plan])
     manifest = manifest.assign(label=[CREMAD_EMOTIONS.index(n) for n in manifest["label_name"]], split="train")
-    summary = extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "features", {"extract": EXTRACT}, "synth_cremad", workers=2)
+    summary = extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "features", {"extract": EXTRACT},
+                               "synth_cremad", workers=2)
     assert (summary["extracted"], summary["quarantined"], summary["shards"]) == (3, 3, 2)   # 2 chunks of 4
     quarantine = pd.read_parquet(tmp_path / "features" / "quarantine.parquet").set_index("clip_id")["reason"]
     assert sorted(quarantine.index) == sorted(broken)
     for clip_id, reason in broken.items():
         assert reason in quarantine[clip_id], quarantine[clip_id]
     # Deterministic: extracting again gives byte-identical shards and manifests.
-    extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "again", {"extract": EXTRACT}, "synth_cremad", workers=1)
+    extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "again", {"extract": EXTRACT}, "synth_cremad",
+                     workers=1)
     for path in sorted((tmp_path / "features").iterdir()):
         assert path.read_bytes() == (tmp_path / "again" / path.name).read_bytes(), path.name
     # Above the limit the stage fails with a summary by reason, and writes nothing.
     strict = {"extract": {**EXTRACT, "max_quarantined_fraction": 0.1}}
-    with pytest.raises(DataError, match=r"(?s)3 of 6 clips \(50.0%\) could not be decoded.*max_quarantined_fraction=0.1"):
+    with pytest.raises(DataError,
+                       match=r"(?s)3 of 6 clips \(50.0%\) could not be decoded.*max_quarantined_fraction=0.1"):
         extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "strict", strict, "synth_cremad", workers=2)
     assert not (tmp_path / "strict").exists()
     train = load_split(tmp_path / "features", "train")
@@ -191,13 +196,15 @@ def test_extract_writes_shards_and_quarantines_bad_clips(tmp_path: Path, clips: 
     assert train.frames.shape == (3, 3, 64, 64, 3)
     # A shard row equals the clip extracted directly.
     i = train.clip_ids.index(plan[0].clip_id)
-    direct = log_spectrogram(fit_duration(decode_audio(raw / "AudioWAV" / f"{plan[0].clip_id}.wav", 22050), 66150), 512, 353)
+    direct = log_spectrogram(fit_duration(decode_audio(raw / "AudioWAV" / f"{plan[0].clip_id}.wav", 22050), 66150),
+                             512, 353)
     np.testing.assert_array_equal(train.spec[i], direct.astype(np.float16))
     # No temporary folder is left beside the output.
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_extraction_killed_midway_then_rerun_gives_identical_shards(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+def test_extraction_killed_midway_then_rerun_gives_identical_shards(
+        tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
     import os
     import signal
     import sys
@@ -210,11 +217,13 @@ def test_extraction_killed_midway_then_rerun_gives_identical_shards(tmp_path: Pa
     params = {"extract": {**EXTRACT, "shard_size": 1}}
     extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "reference", params, "synth_cremad", workers=1)
     script = ("import json, sys, pandas as pd; from avbias.features.extract import extract_features; "
-              "extract_features(pd.read_parquet(sys.argv[1]), [], sys.argv[2], json.loads(sys.argv[3]), 'synth_cremad', 1)")
+              "extract_features(pd.read_parquet(sys.argv[1]), [], sys.argv[2], json.loads(sys.argv[3]), "
+              "'synth_cremad', 1)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "clips.parquet"), str(tmp_path / "features"),
                              __import__("json").dumps(params)])
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".features.*.part/frames-00001.npy")):
+    while (time.time() < deadline and proc.poll() is None
+           and not list(tmp_path.glob(".features.*.part/frames-00001.npy"))):
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -229,7 +238,8 @@ def test_extraction_killed_midway_then_rerun_gives_identical_shards(tmp_path: Pa
 
 # Planted per-class capability: per-class SNR offsets (synth.<m>_class_snr_offset_db).
 
-def test_zero_class_offsets_give_the_bytes_of_no_offsets(tmp_path: Path, clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+def test_zero_class_offsets_give_the_bytes_of_no_offsets(tmp_path: Path,
+                                                         clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
     root, plan = clips
     clip = plan[4]
     zeros = {**SYNTH, "audio_class_snr_offset_db": [0.0] * 6, "visual_class_snr_offset_db": [0] * 6}
@@ -254,7 +264,8 @@ def test_class_offsets_are_validated_before_any_clip_is_written(tmp_path: Path) 
     assert not any(tmp_path.rglob("*.wav")) and not any(tmp_path.rglob("*.flv")) and not any(tmp_path.rglob("*.mp4"))
 
 
-def test_class_offsets_set_each_class_signal_power_and_leave_the_noise_alone(clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
+def test_class_offsets_set_each_class_signal_power_and_leave_the_noise_alone(
+        clips: tuple[Path, list[synthetic.SynthClip]]) -> None:
     """Audio: class-signal over noise power is global + offset dB, the noise and voice are the same as
     without offsets. Video: the object's colour amplitude scales by the offset, the background is unchanged."""
     _, plan = clips
@@ -274,7 +285,8 @@ def test_class_offsets_set_each_class_signal_power_and_leave_the_noise_alone(cli
         np.testing.assert_array_equal(voice, voice0)
         # Video, a few frames: the object minus the same frame without object (offset -inf: amplitude 0).
         snr, offset = synthetic.class_snr_db(params, "visual", clip.label, clip.num_classes)
-        frames = lambda db: np.stack(list(synthetic.render_frames(clip, snr, params["seed"], offset_db=db))[::20]).astype(float)
+        def frames(db: float) -> np.ndarray:
+            return np.stack(list(synthetic.render_frames(clip, snr, params["seed"], offset_db=db))[::20]).astype(float)
         background = frames(-np.inf)
         painted, reference = frames(offset) - background, frames(0.0) - background
         inside = reference != 0                           # object pixels of channels the colour moves

@@ -64,9 +64,11 @@ def test_spearman_by_hand() -> None:
     assert planted.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
     # The "mixed" plan (pairs tied): ranks (5.5, 5.5, 1.5, 1.5, 3.5, 3.5).
     plan = [30, 30, -30, -30, 0, 0]
-    assert planted.capability_rank_correlation(plan, [0.5, 0.45, -0.4, -0.5, 0.02, -0.01]) == pytest.approx(4 / math.sqrt(17.5))
+    assert planted.capability_rank_correlation(plan, [0.5, 0.45, -0.4, -0.5, 0.02, -0.01]) == pytest.approx(
+        4 / math.sqrt(17.5))
     # One tied pair's member overtakes a member of the pair above: 14 / sqrt(16 * 17.5).
-    assert planted.capability_rank_correlation(plan, [0.5, 0.1, -0.4, -0.5, 0.3, -0.01]) == pytest.approx(14 / math.sqrt(280))
+    assert planted.capability_rank_correlation(plan, [0.5, 0.1, -0.4, -0.5, 0.3, -0.01]) == pytest.approx(
+        14 / math.sqrt(280))
     assert math.isnan(planted.spearman([1, 1, 1], [1, 2, 3]))            # nothing to order
     with pytest.raises(ValueError, match="one length"):
         planted.spearman([1, 2], [1, 2, 3])

@@ -14,8 +14,9 @@ indexed in label order (CREMA-D: NEU HAP SAD FEA DIS ANG).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,8 @@ def planted_snr(synth: Mapping[str, Any], num_classes: int) -> dict[str, np.ndar
 
 def expected_accuracy(snr_db: np.ndarray, curve: Curve, num_classes: int) -> np.ndarray:
     chance = 1.0 / num_classes
-    return chance + (1 - chance) / (1 + np.exp(-(np.asarray(snr_db, dtype=float) - curve.threshold_db) / curve.width_db))
+    return chance + (1 - chance) / (1 + np.exp(-(np.asarray(snr_db, dtype=float) - curve.threshold_db)
+                                               / curve.width_db))
 
 
 def planted_accuracy(synth: Mapping[str, Any], num_classes: int,

@@ -22,9 +22,10 @@ import subprocess
 import tempfile
 import wave
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -143,7 +144,8 @@ def _harmonic_sums(phase: np.ndarray, amplitudes: np.ndarray, offsets: np.ndarra
     return acc.imag
 
 
-def audio_parts(clip: SynthClip, snr_db: float, seed: int, offset_db: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def audio_parts(clip: SynthClip, snr_db: float, seed: int,
+                offset_db: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The three components of a clip's waveform before mixing: (class signal, voice, noise).
 
     snr_db sets the noise: power(noise) = power(unscaled class signal) / 10^(snr_db / 10). offset_db, the
