@@ -213,6 +213,11 @@ def test_t_test_against_tabulated_values() -> None:
     assert p(2.0, 4) == pytest.approx(0.1161165, abs=1e-6)
     assert t_test_p(np.array([0.1, 0.12, 0.11])) < 0.05 < t_test_p(np.array([0.1, -0.12, 0.11]))
     assert np.isnan(t_test_p(np.array([0.3])))
+    from avbias.analysis.stats import t_interval
+
+    half = 4.302653 / 3 ** 0.5                                        # t_{0.975, 2} * sd / sqrt(n), sd = 1
+    expected = (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
+    assert t_interval(np.array([1.0, 2.0, 3.0])) == expected
 
 
 def test_convergence_and_verdicts() -> None:

@@ -58,7 +58,7 @@ def convergence(curves: pd.DataFrame) -> pd.DataFrame:
 def _test(values: np.ndarray, null: float = 0.0) -> dict[str, Any]:
     values = np.asarray(values, float)
     values = values[~np.isnan(values)]
-    low, high = stats.bootstrap_ci(values) if len(values) else (float("nan"), float("nan"))
+    low, high = stats.t_interval(values) if len(values) else (float("nan"), float("nan"))
     return {"effect": float(values.mean() - null) if len(values) else float("nan"), "ci_low": low - null,
             "ci_high": high - null, "p": stats.t_test_p(values - null), "n_seeds": len(values)}
 

@@ -77,3 +77,23 @@ def t_test_p(diff: np.ndarray) -> float:
     t = float(diff.mean()) / (sd / math.sqrt(n))
     df = n - 1
     return incomplete_beta(df / 2, 0.5, df / (df + t * t))
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The t-based confidence interval of the mean, the interval the t-test's p matches (percentile
+    bootstrap intervals are too narrow with 3 to 5 seeds); NaN for fewer than 2 values."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    n = len(values)
+    if n < 2:
+        return float("nan"), float("nan")
+    df, alpha = n - 1, 1 - level
+    low, high = 0.0, 1e3
+    for _ in range(200):        # the quantile t with two-sided p(t) = alpha, by bisection
+        mid = (low + high) / 2
+        if incomplete_beta(df / 2, 0.5, df / (df + mid * mid)) > alpha:
+            low = mid
+        else:
+            high = mid
+    half = (low + high) / 2 * float(values.std(ddof=1)) / math.sqrt(n)
+    return float(values.mean() - half), float(values.mean() + half)

@@ -150,7 +150,7 @@ def findings_table(a: DatasetAnalysis) -> pd.DataFrame:
             f"{r['effect']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if pd.notna(r.get("ci_low"))
             else f"{r['effect']:+.3f}")
         rows.append({"claim": r["claim"], "subject": r["subject"], "evidence": r["evidence"],
-                     "effect [95% CI over seeds]": effect,
+                     "effect [95% t-interval over seeds]": effect,
                      "t-test p": "–" if pd.isna(r.get("p")) else f"{r['p']:.3g}",
                      "seeds": "–" if pd.isna(r.get("n_seeds")) else int(r["n_seeds"]),
                      "verdict": r["verdict"], "why": r["reason"]})
