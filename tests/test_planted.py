@@ -110,6 +110,7 @@ def scenario(name: str) -> dict:
     ("visual_dominant", "visual", ["visual"] * 6),
     ("balanced", "tie", ["tie"] * 6),
     ("mixed", "tie", ["audio", "audio", "visual", "visual", "tie", "tie"]),
+    ("audio_dominant_mixed", "audio", ["audio", "audio", "visual", "visual", "audio", "audio"]),   # the demo's
 ])
 def test_scenarios_plant_what_their_comments_state(name: str, dominant: str, per_class: list[str]) -> None:
     """Each scenario only overrides synth keys and validates; its planted truth is as documented."""

@@ -310,6 +310,7 @@ def remedies_scatter(a: DatasetAnalysis, path: Path) -> str:
         ax.axis("off")
     for ax, method in zip(axes.flat, methods, strict=False):      # one panel per method, each remedy named at its point
         rows = s[s["method"] == method].pivot_table(index="remedy", columns="measure", values="mean")
+        rows = rows.reindex(columns=["weak_decides", "test_acc"])    # no disagreement: no weak share (NaN)
         if "none" not in rows.index:
             continue
         x0, y0 = rows.loc["none", "weak_decides"] * 100, rows.loc["none", "test_acc"] * 100
