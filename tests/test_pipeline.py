@@ -147,7 +147,8 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
     project = tiny_pipeline
     shutil.copytree(project / "data/tiny/raw", project / "data/protocols/raw", copy_function=shutil.copy2,
                     dirs_exist_ok=True)      # the same generated media, not generated again
-    size = {"paths": {"data": "data/protocols"}, "run": {"methods": ["ogm_ge"], "seeds": [0]},
+    size = {"paths": {"data": "data/protocols"},
+            "run": {"datasets": ["synth_cremad"], "methods": ["ogm_ge"], "seeds": [0]},
             "synth": TINY["synth"], "splits": TINY["splits"], "model": {"width": 8}, "train": {"epochs": 2},
             "extract": {"frame_size": 32, "shard_size": 32, "cremad": {"duration_s": 1.0}},
             "resources": TINY["resources"]}
