@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -240,3 +242,22 @@ def test_convergence_and_verdicts() -> None:
     assert "seeds" in findings._verdict(two, True, "yes", "no")["reason"]
     noisy = findings._test(np.array([0.3, 0.7, 0.55]), null=0.5)
     assert findings._verdict(noisy, True, "yes", "no")["verdict"] == "inconclusive"
+
+
+def test_compare_verdicts_names_every_conclusion_that_differs(tmp_path: Path) -> None:
+    """avbias compare-verdicts (make demo-check): same conclusions pass, a flipped verdict is named."""
+    import json
+
+    from avbias.cli import main
+    from avbias.compare import differences
+
+    for name, verdict in (("a", "supported"), ("b", "supported"), ("c", "inconclusive")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "bias.json").write_text(json.dumps({"dominance": {"baseline": {"weight_norm": "audio"}}}))
+        pd.DataFrame([{"claim": "1. the bias persists", "subject": "baseline", "verdict": verdict}]).to_csv(
+            folder / "findings.csv", index=False)
+    assert differences(tmp_path / "a", tmp_path / "b") == []
+    assert differences(tmp_path / "a", tmp_path / "c") == ["1. the bias persists / baseline: supported vs inconclusive"]
+    assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
