@@ -146,7 +146,7 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
     import yaml
 
     from avbias.config import load_params
-
+    from avbias.methods import resolve_hyperparams
     from conftest import REPO, TINY, run
 
     project = tiny_pipeline
@@ -167,7 +167,8 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
         results = project / "results" / protocol
         metrics = json.loads((results / "runs/synth_cremad/ogm_ge/seed0/metrics.json").read_text())
         assert metrics["params"]["train"] == params["train"] and metrics["selection"] == params["train"]["selection"]
-        assert metrics["params"]["methods"]["ogm_ge"]["alpha"] == params["methods"]["ogm_ge"]["alpha"]
+        expected = resolve_hyperparams("ogm_ge", params, "synth_cremad")      # the protocol's, or the default
+        assert metrics["params"]["methods"]["ogm_ge"]["alpha"] == expected.alpha
         assert metrics["literature"]["best_test_acc"] >= metrics["test"]["acc"]
         frames = json.loads((project / "data/protocols/features/synth_cremad/extract.json").read_text())
         assert frames["params"]["num_frames"] == params["extract"]["cremad"]["num_frames"]
