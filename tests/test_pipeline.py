@@ -147,6 +147,7 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
 
     from avbias.config import load_params
     from avbias.methods import resolve_hyperparams
+
     from conftest import REPO, TINY, run
 
     project = tiny_pipeline
