@@ -59,7 +59,8 @@ def test_pipeline_runs_through_slurm_and_survives_a_killed_job(tmp_path: Path) -
     from avbias.methods import run_params_json
 
     params = load_params(project / "params.yaml", project / "tiny.yaml")
-    run(["avbias", "train", "--params", run_params_json(params, "baseline", "synth_cremad"), "--dataset", "synth_cremad",
+    cfg = run_params_json(params, "baseline", "synth_cremad")
+    run(["avbias", "train", "--params", cfg, "--dataset", "synth_cremad",
          "--method", "baseline", "--seed", "0", "--features", "data/tiny/features/synth_cremad",
          "--out", str(tmp_path / "local")], project)
     local = json.loads((tmp_path / "local" / "metrics.json").read_text())
