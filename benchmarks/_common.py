@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,3 +40,22 @@ def random_features(out: Path, clips: int, spec_shape: tuple[int, int], frame_si
     pd.DataFrame(rows).to_parquet(out / MANIFEST, index=False)
     write_json(out / "extract.json", {"classes": [f"class{c}" for c in range(classes)]})
     return out
+
+
+def timed_epoch(trainer: Any) -> float:
+    """Seconds of one training epoch of the real loop, after a warm-up epoch (cuDNN autotuning, allocator),
+    synchronised with the GPU when there is one; peak GPU memory is counted from the warm-up on."""
+    import time
+
+    import torch
+
+    cuda = trainer.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train_epoch(0)
+    sync()
+    start = time.perf_counter()
+    trainer.train_epoch(1)
+    sync()
+    return time.perf_counter() - start

@@ -46,7 +46,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import random_features  # noqa: E402
+from _common import random_features, timed_epoch  # noqa: E402
 
 from avbias.config import REPO_ROOT  # noqa: E402
 
@@ -128,14 +128,7 @@ def measure_alone(name: str, features: Path, params: dict[str, Any], compiled_fl
     trainer = Trainer(method, features, params, 0, [], "auto", 0)
     cuda = trainer.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    trainer.train_epoch(0)                                        # warm-up (cuDNN autotuning, allocator)
-    sync()
-    t0 = time.perf_counter()
-    trainer.train_epoch(1)
-    sync()
-    loop_s = time.perf_counter() - t0
+    loop_s = timed_epoch(trainer)
     batch = params["train"]["batch_size"]
     steps = -(-len(trainer.data["train"]) // batch)
     _, spec, frames, labels = next(trainer.data["train"].batches(torch.arange(batch), batch))

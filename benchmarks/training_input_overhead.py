@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import random_features
+from _common import random_features, timed_epoch
 
 from avbias.config import REPO_ROOT
 from avbias.methods import create_method
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--frame-size", type=int, default=48)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--clips", type=int, default=320, help="clips in all splits (80% train)")
+    parser.add_argument("--clips", type=int, default=320, help="clips in all splits (80%% train)")
     parser.add_argument("--method", default="baseline")
     parser.add_argument("--in-memory", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--workers", type=int, default=0)
@@ -46,14 +46,7 @@ def main() -> None:
         trainer = Trainer(create_method(args.method, params), features, params, 0, [], args.in_memory, args.workers)
         cuda = trainer.device.type == "cuda"
         sync = torch.cuda.synchronize if cuda else (lambda: None)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        trainer.train_epoch(0)                                    # warm-up (cuDNN autotuning, allocator)
-        sync()
-        start = time.perf_counter()
-        trainer.train_epoch(1)
-        sync()
-        loop_s = time.perf_counter() - start
+        loop_s = timed_epoch(trainer)
         steps = -(-len(trainer.data["train"]) // args.batch)
 
         _, spec, frames, labels = next(trainer.data["train"].batches(torch.arange(args.batch), args.batch))
