@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from avbias.analysis import decision_layer as dl
+from avbias.analysis import findings as fnd
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
-from avbias.analysis.runs import aggregate, dominance
+from avbias.analysis.runs import aggregate
 
 # 2 classes; audio block is 2 columns, visual block 1 column.
 W = np.array([[3.0, 4.0, 1.0],
@@ -65,20 +66,32 @@ def test_dominance_margin_and_shares() -> None:
     assert dl.dominant_modality({"audio": 0.65, "visual": 0.35}, margin=0.1) == "audio"
 
 
-def test_aggregate_and_dominance_over_seeds() -> None:
+def test_aggregate_over_seeds() -> None:
     runs = pd.DataFrame([
-        {"method": "baseline", "seed": 0, "modalities": "audio+visual", "test_acc": 0.8,
-         "weight_norm_audio": 1.0, "weight_norm_visual": 3.0, "logit_contrib_audio": 0.2, "logit_contrib_visual": 0.6},
-        {"method": "baseline", "seed": 1, "modalities": "audio+visual", "test_acc": 0.6,
-         "weight_norm_audio": 1.0, "weight_norm_visual": 5.0, "logit_contrib_audio": 0.4, "logit_contrib_visual": 0.2},
+        {"method": "baseline", "seed": 0, "modalities": "audio+visual", "test_acc": 0.8, "weight_norm_audio": 1.0},
+        {"method": "baseline", "seed": 1, "modalities": "audio+visual", "test_acc": 0.6, "weight_norm_audio": 3.0},
     ])
     summary = aggregate(runs.drop(columns=["modalities"]))
     acc = summary[(summary["method"] == "baseline") & (summary["measure"] == "test_acc")].iloc[0]
     assert (acc["mean"] == pytest.approx(0.7) and acc["std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
             and acc["n"] == 2)
-    verdict = dominance(summary, 0.0, ["audio", "visual"])["baseline"]
-    assert verdict["weight_norm"] == "visual"            # 1 vs 4 on average
-    assert verdict["logit_contrib"] == "visual"          # 0.3 vs 0.4 on average
+
+
+def test_dominance_is_a_tested_verdict_over_seeds() -> None:
+    # Visual's shares 0.75, 0.8, 0.7: mean 0.75, sd 0.05, t = 0.25 / (0.05 / sqrt 3) = 8.66 on 2 df, p = 0.013.
+    clear = np.array([[1.0, 3.0], [1.0, 4.0], [3.0, 7.0]])
+    found = fnd.dominance_verdict(clear, ["audio", "visual"])
+    assert found["verdict"] == "visual" and found["leans"] == "visual" and found["n_seeds"] == 3
+    assert found["share"] == pytest.approx(0.75) and found["p"] == pytest.approx(0.01307, abs=2e-4)
+    assert fnd.dominance_verdict(clear, ["audio", "visual"], margin=0.3)["verdict"] == "inconclusive"
+    # Seeds that disagree (audio 0.6, 0.4, 0.55): the seed means lean audio, but nothing is concluded.
+    split = fnd.dominance_verdict(np.array([[0.6, 0.4], [0.4, 0.6], [0.55, 0.45]]), ["audio", "visual"])
+    assert split["leans"] == "audio" and split["verdict"] == "inconclusive" and split["p"] > 0.5
+    # Two seeds are too few for a verdict however clear they are.
+    assert fnd.dominance_verdict(clear[:2], ["audio", "visual"])["verdict"] == "inconclusive"
+    # Negative measures count as zero; an all-zero seed is an even split.
+    assert fnd.dominance_verdict(np.array([[-1.0, 2.0], [0.0, 0.0], [0.0, 1.0]]), ["a", "v"])["share"] == \
+        pytest.approx((1 + 0.5 + 1) / 3)
 
 
 def test_classification_metrics() -> None:
@@ -242,6 +255,28 @@ def test_convergence_and_verdicts() -> None:
     assert "seeds" in findings._verdict(two, True, "yes", "no")["reason"]
     noisy = findings._test(np.array([0.3, 0.7, 0.55]), null=0.5)
     assert findings._verdict(noisy, True, "yes", "no")["verdict"] == "inconclusive"
+
+
+def test_persistence_and_shift_from_the_baseline_are_paired_over_seeds() -> None:
+    # Audio's centred share (first modality) per seed; OGM-GE's is visual-first to check the flip.
+    runs = pd.DataFrame(
+        [{"method": "baseline", "seed": s, "modalities": "audio+visual", "centred_logit_share": x}
+         for s, x in enumerate([0.80, 0.82, 0.78])]
+        + [{"method": "ogm_ge", "seed": s, "modalities": "visual+audio", "centred_logit_share": 1 - x}
+           for s, x in enumerate([0.70, 0.73, 0.67])]
+        + [{"method": "pmr", "seed": s, "modalities": "audio+visual", "centred_logit_share": x}
+           for s, x in enumerate([0.90, 0.70, 0.80])])
+    rows = {(r["claim"], r["subject"]): r for r in fnd.persistence_findings(runs, "audio", "visual", {
+        "baseline": True, "ogm_ge": True, "pmr": True})}
+    assert rows[("1. the bias persists", "baseline")]["effect"] == pytest.approx(0.30)
+    assert rows[("1. the bias persists", "baseline")]["verdict"] == "supported"
+    # OGM-GE minus the baseline: -0.10, -0.09, -0.11: mean -0.10, sd 0.01, t = -17.3 on 2 df, p = 0.0033.
+    shift = rows[("1. shift from the baseline", "ogm_ge")]
+    assert shift["effect"] == pytest.approx(-0.10) and shift["p"] == pytest.approx(0.00332, abs=5e-5)
+    assert shift["verdict"] == "towards visual"
+    # PMR minus the baseline: +0.10, -0.12, +0.02: the seeds disagree.
+    assert rows[("1. shift from the baseline", "pmr")]["verdict"] == "inconclusive"
+    assert ("1. shift from the baseline", "baseline") not in rows
 
 
 def test_compare_verdicts_names_every_conclusion_that_differs(tmp_path: Path) -> None:

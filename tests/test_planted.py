@@ -74,14 +74,20 @@ def test_spearman_by_hand() -> None:
         planted.spearman([1, 2], [1, 2, 3])
 
 
-def test_under_used_classes() -> None:
-    capable = np.array(["audio", "visual", "tie", "audio", "visual"])
-    share_audio = np.array([0.4, 0.3, 0.1, 0.6, 0.55])
-    # audio capable, audio share 0.4: under-used; visual share 0.7 fine; ties never; 0.6 fine; visual 0.45 under-used.
+def test_under_used_classes_is_tested_over_seeds() -> None:
+    capable = np.array(["audio", "visual", "tie", "audio", "visual", "audio"])
+    # Per seed (rows), audio's share per class (columns).
+    share_audio = np.array([[0.40, 0.30, 0.1, 0.60, 0.55, 0.30],
+                            [0.42, 0.32, 0.1, 0.62, 0.57, 0.70],
+                            [0.38, 0.28, 0.1, 0.58, 0.53, 0.45]])
+    # Class 0: audio capable, share 0.40 +- 0.02 over 3 seeds: t = -8.7, p = 0.013, under-used. Class 1: visual's
+    # share 0.70: fine. Ties never. Class 3: 0.60 fine. Class 4: visual's share 0.45 +- 0.02: under-used.
+    # Class 5: audio's mean 0.48 but the seeds disagree (0.30, 0.70, 0.45): p = 0.88, not called a failure.
     assert planted.under_used_classes(capable, share_audio).tolist() == [0, 4]
-    assert planted.under_used_classes(capable, share_audio, margin=0.08).tolist() == [0]   # 0.45 is not below 0.42
+    assert planted.under_used_classes(capable, share_audio, alpha=0.01).tolist() == []      # p = 0.013
+    assert planted.under_used_classes(capable, share_audio[:2]).tolist() == []              # 2 seeds: no verdict
     with pytest.raises(ValueError):
-        planted.under_used_classes(capable, share_audio[:3])
+        planted.under_used_classes(capable, share_audio[:, :3])
 
 
 def test_recovery_summary() -> None:

@@ -63,8 +63,10 @@ def _test(values: np.ndarray, null: float = 0.0) -> dict[str, Any]:
             "ci_high": high - null, "p": stats.t_test_p(values - null), "n_seeds": len(values)}
 
 
-def _verdict(result: dict[str, Any], converged: bool, positive: str, negative: str) -> dict[str, Any]:
-    """supported when the effect is positive and significant; not supported when significant the other way."""
+def _verdict(result: dict[str, Any], converged: bool, positive: str, negative: str,
+             labels: tuple[str, str] = ("supported", "not supported")) -> dict[str, Any]:
+    """labels[0] (supported) when the effect is positive and significant; labels[1] (not supported) when
+    significant the other way; inconclusive otherwise, with the reason."""
     if not converged:
         return result | {"verdict": "inconclusive", "reason": "a run did not converge (see Convergence)"}
     if result["n_seeds"] < MIN_SEEDS:
@@ -73,31 +75,67 @@ def _verdict(result: dict[str, Any], converged: bool, positive: str, negative: s
     if np.isnan(result["p"]) or result["p"] >= ALPHA:
         return result | {"verdict": "inconclusive", "reason": f"p = {result['p']:.3g} >= {ALPHA}"}
     if result["effect"] > 0:
-        return result | {"verdict": "supported", "reason": positive}
-    return result | {"verdict": "not supported", "reason": negative}
+        return result | {"verdict": labels[0], "reason": positive}
+    return result | {"verdict": labels[1], "reason": negative}
+
+
+def dominance_verdict(values: np.ndarray, modalities: list[str], margin: float = 0.0) -> dict[str, Any]:
+    """Which modality a non-negative per-modality measure favours, over seeds (rows: seeds, columns: modalities).
+    `leans`: the modality with the largest mean share; `verdict`: that modality when its share exceeds
+    1/M + margin with p < ALPHA (one-sample t-test of share - 1/M over seeds) and at least MIN_SEEDS seeds,
+    otherwise "inconclusive"."""
+    values = np.asarray(values, float).clip(min=0.0)     # a negative contribution counts as none
+    totals = values.sum(1, keepdims=True)
+    shares = np.divide(values, totals, out=np.full_like(values, 1.0 / values.shape[1]), where=totals > 0)
+    top = int(np.argmax(shares.mean(0)))
+    even = 1.0 / values.shape[1]
+    share, p = float(shares[:, top].mean()), stats.t_test_p(shares[:, top] - even)
+    wins = len(shares) >= MIN_SEEDS and not np.isnan(p) and p < ALPHA and share > even + margin
+    return {"leans": modalities[top] if share > even else "balanced", "share": share, "p": p, "n_seeds": len(shares),
+            "verdict": modalities[top] if wins else "inconclusive"}
 
 
 def _row(claim: str, subject: str, evidence: str, result: dict[str, Any]) -> dict[str, Any]:
     return {"claim": claim, "subject": subject, "evidence": evidence, **result}
 
 
-def persistence_findings(runs: pd.DataFrame, dominant: str, converged: dict[str, bool]) -> list[dict[str, Any]]:
+def _decision_share(group: pd.DataFrame, dominant: str, measure: str) -> pd.Series:
+    """The dominant modality's share of the decision per seed, by `measure` (a first-modality share)."""
+    values = group.set_index("seed")[measure].astype(float)
+    return values if dominant == group["modalities"].iloc[0].split("+")[0] else 1 - values
+
+
+def persistence_findings(runs: pd.DataFrame, dominant: str, weak: str,
+                         converged: dict[str, bool]) -> list[dict[str, Any]]:
     """Claim 1: under each balancing method and pretraining, the dominant modality still takes more than half
     of the decision (its share of the class-centred logit contributions; of the decisions where the
-    branches disagree, for heads that do not decompose); one-sample t-test of share - 0.5 over seeds."""
+    branches disagree, for heads that do not decompose); one-sample t-test of share - 0.5 over seeds.
+    Beside it, each method's shift from the baseline: the same share minus the baseline's, paired over seeds
+    (towards the weak modality, towards the dominant one, or inconclusive)."""
     rows = []
     joint = runs[runs["modalities"].str.contains(r"\+")]
+    base = joint[joint["method"] == BASELINE]
     for method, group in joint.groupby("method", sort=True):
-        if group["centred_logit_share"].notna().any():
-            measure, values = "centred logit share", group["centred_logit_share"].to_numpy(float)
-        else:
-            measure, values = "share of decisions", group["decides_share"].to_numpy(float)
-        if dominant != group["modalities"].iloc[0].split("+")[0]:
-            values = 1 - values                     # shares are of the first modality
-        result = _test(values, null=0.5)
-        verdict = _verdict(result, converged.get(method, False) and converged.get(BASELINE, False),
+        measure = ("centred_logit_share" if group["centred_logit_share"].notna().any() else "decides_share")
+        label = {"centred_logit_share": "centred logit share", "decides_share": "share of decisions"}[measure]
+        share = _decision_share(group, dominant, measure)
+        ok = converged.get(method, False) and converged.get(BASELINE, False)
+        verdict = _verdict(_test(share.to_numpy(), null=0.5), ok,
                            f"{dominant} keeps more than half of the decision", f"{dominant} no longer dominates")
-        rows.append(_row("1. the bias persists", method, f"{dominant}'s {measure} - 0.5", verdict))
+        rows.append(_row("1. the bias persists", method, f"{dominant}'s {label} - 0.5", verdict))
+        if method == BASELINE or base.empty:
+            continue
+        paired = measure if base[measure].notna().any() else "decides_share"
+        share = _decision_share(group, dominant, paired)
+        base_share = _decision_share(base, dominant, paired)
+        seeds = share.index.intersection(base_share.index)
+        shift = _verdict(_test((share[seeds] - base_share[seeds]).to_numpy()), ok,
+                         f"{dominant}'s share is larger than under the baseline",
+                         f"{dominant}'s share is smaller than under the baseline",
+                         labels=(f"towards {dominant}", f"towards {weak}"))
+        rows.append(_row("1. shift from the baseline", method,
+                         f"{dominant}'s {label if paired == measure else 'share of decisions'} minus the "
+                         "baseline's, same seeds", shift))
     return rows
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from avbias.analysis import stats
 from avbias.errors import ParamsError
 
 MODALITIES = ("audio", "visual")
@@ -130,17 +131,22 @@ def capability_rank_correlation(planted_diff: np.ndarray, measured_diff: np.ndar
 
 
 def under_used_classes(more_capable_measured: np.ndarray, reliance_share_audio: np.ndarray,
-                       margin: float = 0.0) -> np.ndarray:
+                       alpha: float = 0.05, min_seeds: int = 3) -> np.ndarray:
     """Classes (indices) where the fused model relies less on the more capable modality: the capable
-    modality's reliance share is below 0.5 - margin. Ties are never under-used.
+    modality's reliance share is below 0.5 over seeds (one-sample t-test, p < alpha, at least min_seeds
+    seeds), so that a share near 0.5 is not called a failure on one machine and not on another. Ties are
+    never under-used.
 
-    reliance_share_audio: per class, audio's share of the fused decision (0..1; visual's is 1 - it)."""
+    reliance_share_audio: seeds x classes, audio's share of the fused decision (0..1; visual's is 1 - it)."""
     capable = np.asarray(more_capable_measured)
-    share_audio = np.asarray(reliance_share_audio, dtype=float)
-    if capable.shape != share_audio.shape:
-        raise ValueError(f"under_used_classes: {capable.shape} labels but {share_audio.shape} shares")
+    share_audio = np.atleast_2d(np.asarray(reliance_share_audio, dtype=float))
+    if share_audio.shape[1:] != capable.shape:
+        raise ValueError(f"under_used_classes: {capable.shape} labels but {share_audio.shape[1:]} shares per seed")
     share = np.where(capable == "audio", share_audio, 1 - share_audio)
-    return np.flatnonzero((capable != TIE) & (share < 0.5 - margin))
+    if len(share) < min_seeds:
+        return np.array([], dtype=int)
+    p = np.array([stats.t_test_p(column - 0.5) for column in share.T])
+    return np.flatnonzero((capable != TIE) & (np.nanmean(share, 0) < 0.5) & (p < alpha))
 
 
 @dataclass

@@ -210,20 +210,32 @@ def persistence(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def dominance(summary: pd.DataFrame, margin: float, modalities: list[str]) -> dict[str, dict[str, str]]:
-    """Per joint method, which modality each per-modality bias measure favours (from the seed means)."""
-    out: dict[str, dict[str, str]] = {}
-    for method, group in summary.groupby("method"):
-        means = dict(zip(group["measure"], group["mean"], strict=True))
-        verdict = {}
-        for prefix in ("weight_norm", "logit_contrib", "centred_contrib", "branch_acc", "feature_norm", "decides",
-                       "shapley_feature", "shapley_input", "true_contrib"):
-            values = {m: means[f"{prefix}_{m}"] for m in modalities if f"{prefix}_{m}" in means}
-            if len(values) > 1:
-                verdict[prefix] = dl.dominant_modality({m: max(x, 0.0) for m, x in values.items()}, margin)
-        if verdict:
-            out[str(method)] = verdict
+DOMINANCE_MEASURES = ("weight_norm", "logit_contrib", "centred_contrib", "branch_acc", "feature_norm", "decides",
+                      "shapley_feature", "shapley_input", "true_contrib")
+
+
+def dominance(runs: pd.DataFrame, margin: float, modalities: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per joint method and per-modality bias measure: the modality the seed means lean to, and the tested
+    verdict (analysis.findings.dominance_verdict on each seed's share), so that a near-tie that a different
+    thread count could tip either way reads "inconclusive" rather than a winner."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, group in runs.groupby("method", sort=True):
+        found = {}
+        for prefix in DOMINANCE_MEASURES:
+            columns = [f"{prefix}_{m}" for m in modalities if f"{prefix}_{m}" in group]
+            values = group[columns].dropna()            # seeds where the measure applies to every modality
+            if len(columns) < 2 or values.empty:
+                continue
+            named = [c.removeprefix(f"{prefix}_") for c in columns]
+            found[prefix] = fnd.dominance_verdict(values.to_numpy(float), named, margin)
+        if found:
+            out[str(method)] = found
     return out
+
+
+def verdicts(found: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """The tested verdict alone, per method and measure."""
+    return {method: {measure: r["verdict"] for measure, r in measures.items()} for method, measures in found.items()}
 
 
 def capability(runs: pd.DataFrame, margin: float) -> dict[str, Any]:
@@ -288,10 +300,11 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
     test_counts = dict(zip(first_metrics["classes"],
                            np.bincount(loaded[0][1]["test_labels"], minlength=len(first_metrics["classes"])).tolist(),
                            strict=True))
+    found = dominance(runs[runs["modalities"].str.contains(r"\+")], margin, modalities) if modalities else {}
     claims = findings(dataset, runs, per_class_frame, remedies, converged, modalities, weak if modalities else None,
                       first_metrics["classes"], test_counts, params)
     result = {
-        "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": dominance(summary, margin, modalities),
+        "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": verdicts(found), "dominance_detail": found,
         "capability": cap,
         "weak_modality": weak if modalities else None,
         "selection": sorted({m["selection"] for m, _ in loaded if "selection" in m}),
@@ -328,7 +341,7 @@ def findings(dataset: str, runs: pd.DataFrame, per_class: pd.DataFrame, remedies
         base = runs[runs["method"] == BASELINE]
         share = base["centred_logit_share"].mean() if "centred_logit_share" in base else np.nan
         dominant = (modalities[0] if share >= 0.5 else modalities[1]) if not np.isnan(share) else strong
-        rows += fnd.persistence_findings(runs, dominant, ok)
+        rows += fnd.persistence_findings(runs, dominant, weak if dominant == strong else strong, ok)
         rows += fnd.source_findings(runs, dominant, ok)
         rows += fnd.allocation_findings(per_class, remedies, classes, weak, strong, ok, test_counts)
     spec = DATASETS[dataset]
@@ -355,12 +368,15 @@ def planted_truths(rec: planted.Recovery, per_class: pd.DataFrame, classes: list
             "reason": f"threshold {rec.rank_threshold} (docs/synthetic.md)"}
     base = per_class[per_class["method"] == BASELINE]
     if "reliance_share_audio" in base and len(base):
-        share = base.groupby("class", sort=False)["reliance_share_audio"].mean().reindex(classes).to_numpy()
-        under = planted.under_used_classes(np.array(rec.measured_more_capable), share)
+        by_seed = base.pivot_table(index="seed", columns="class", values="reliance_share_audio").reindex(columns=classes)
+        share = by_seed.mean().to_numpy()
+        under = planted.under_used_classes(np.array(rec.measured_more_capable), by_seed.to_numpy(),
+                                           fnd.ALPHA, fnd.MIN_SEEDS)
         truths["failure mode: the baseline under-uses the more capable modality"] = {
             "recovered": len(under) > 0,
             "evidence": ", ".join(f"{classes[i]} ({rec.measured_more_capable[i]} more capable, "
                                   f"audio share {share[i]:.2f})" for i in under) or "no class",
-            "reason": "classes where the more capable modality's share of |W_m f_m| is below 0.5",
+            "reason": (f"classes where the more capable modality's share of |W_m f_m| is below 0.5 over "
+                       f"{len(by_seed)} seeds (t-test, p < {fnd.ALPHA}; at least {fnd.MIN_SEEDS} seeds)"),
             "labels": ("found", "not found")}
     return truths

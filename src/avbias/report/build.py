@@ -15,10 +15,10 @@ from avbias.report.tables import (
     bias_table,
     convergence_table,
     data_table,
+    dominance_cell,
     findings_table,
     markdown,
     method_dataset_table,
-    not_applicable,
     persistence_table,
     protocol_table,
     remedies_table,
@@ -37,9 +37,8 @@ def verdict_text(a: DatasetAnalysis) -> str:
     if cap["unimodal_test_acc"]:
         accs = ", ".join(f"{m} {v * 100:.1f}%" for m, v in cap["unimodal_test_acc"].items())
         parts.append(f"Unimodal test accuracy: {accs}; the more capable modality is <b>{cap['stronger']}</b>.")
-    for method, verdict in a.bias["dominance"].items():
-        weights = verdict.get("weight_norm") or not_applicable(a, method, weights=True)
-        logits = verdict.get("logit_contrib") or not_applicable(a, method)
+    for method in a.bias["dominance"]:
+        weights, logits = dominance_cell(a, method, "weight_norm"), dominance_cell(a, method, "logit_contrib")
         parts.append(f"{html.escape(method)}: decision weights favour <b>{html.escape(weights)}</b>, "
                      f"logit contributions favour <b>{html.escape(logits)}</b>.")
     return " ".join(parts)

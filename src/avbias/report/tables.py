@@ -93,14 +93,14 @@ def accuracy_table(a: DatasetAnalysis) -> pd.DataFrame:
 def bias_table(a: DatasetAnalysis) -> pd.DataFrame:
     """Joint methods x decision-layer measures per modality, with the dominant modality of each."""
     rows = []
-    for method, verdict in a.bias["dominance"].items():
+    for method in a.bias["dominance"]:
         row: dict[str, Any] = {"method": method}
         for m in a.modalities:
             row[f"‖W_{m}‖"] = fmt(a.stat(method, f"weight_norm_{m}"), digits=3)
         for m in a.modalities:
             row[f"mean |W_{m} f_{m}|"] = fmt(a.stat(method, f"logit_contrib_{m}"), digits=3)
-        row["dominant (weights)"] = verdict.get("weight_norm") or not_applicable(a, method, weights=True)
-        row["dominant (logits)"] = verdict.get("logit_contrib") or not_applicable(a, method)
+        row["dominant (weights)"] = dominance_cell(a, method, "weight_norm")
+        row["dominant (logits)"] = dominance_cell(a, method, "logit_contrib")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -128,6 +128,18 @@ def measure_label(measure: str, first: str) -> str:
             "shapley_feature_share": f"{first} share of Shapley, features zeroed (avbias)",
             "shapley_input_share": f"{first} share of Shapley, inputs zeroed (BalanceBenchmark's)",
             "feature_norm_ratio": "‖f_a‖ / ‖f_v‖"}.get(measure, measure)
+
+
+def dominance_cell(a: DatasetAnalysis, method: str, measure: str) -> str:
+    """The tested verdict of one measure with its evidence, e.g. "audio (0.71, p 0.003)" or
+    "inconclusive (leans visual, 0.52, p 0.41)"; why not, for heads the measure does not apply to."""
+    r = a.bias.get("dominance_detail", {}).get(method, {}).get(measure)
+    if r is None:
+        return not_applicable(a, method, weights=measure == "weight_norm")
+    evidence = f"{r['share']:.2f}, p {r['p']:.2g}, {r['n_seeds']} seeds"
+    if r["verdict"] == "inconclusive":
+        return f"inconclusive (leans {r['leans']}: {evidence})"
+    return f"{r['verdict']} ({evidence})"
 
 
 def not_applicable(a: DatasetAnalysis, method: str, weights: bool = False) -> str:
