@@ -368,7 +368,8 @@ def planted_truths(rec: planted.Recovery, per_class: pd.DataFrame, classes: list
             "reason": f"threshold {rec.rank_threshold} (docs/synthetic.md)"}
     base = per_class[per_class["method"] == BASELINE]
     if "reliance_share_audio" in base and len(base):
-        by_seed = base.pivot_table(index="seed", columns="class", values="reliance_share_audio").reindex(columns=classes)
+        by_seed = base.pivot_table(index="seed", columns="class", values="reliance_share_audio")
+        by_seed = by_seed.reindex(columns=classes)
         share = by_seed.mean().to_numpy()
         under = planted.under_used_classes(np.array(rec.measured_more_capable), by_seed.to_numpy(),
                                            fnd.ALPHA, fnd.MIN_SEEDS)
