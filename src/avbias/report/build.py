@@ -31,6 +31,14 @@ th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:1.5em 0}figca
 img{max-width:100%}"""
 
 
+SECTION_NOTES = {
+    "Decision-layer bias (test split)": (
+        "Dominant: the modality whose share of the measure (per seed) exceeds one half, with p &lt; 0.05 over at "
+        "least 3 seeds (t-test); otherwise inconclusive, with the way the seed means lean. In brackets: the "
+        "share of that modality, p and the seeds."),
+}
+
+
 def verdict_text(a: DatasetAnalysis) -> str:
     cap = a.bias["capability"]
     parts = []
@@ -91,8 +99,9 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
                     ("Persistence of the bias across methods", persistence_table(a)),
                     ("Decision-layer remedies (fit on validation, tested on test)", remedies_table(a)))
         for name, table in sections:
-            body.append(f"<h3>{name}</h3>" + table.to_html(index=False, border=0, escape=True))
-            md.append(f"### {name}\n\n{markdown(table)}")
+            note = f"<p>{SECTION_NOTES[name]}</p>" if name in SECTION_NOTES else ""
+            body.append(f"<h3>{name}</h3>{note}" + table.to_html(index=False, border=0, escape=True))
+            md.append(f"### {name}\n\n{SECTION_NOTES.get(name, '')}\n\n{markdown(table)}")
         write_plot_data(a, out_dir)
         for name, draw in FIGURES.items():
             path = out_dir / "figures" / f"{a.dataset}_{name}.png"
