@@ -286,13 +286,22 @@ def test_compare_verdicts_names_every_conclusion_that_differs(tmp_path: Path) ->
     from avbias.cli import main
     from avbias.compare import differences
 
-    for name, verdict in (("a", "supported"), ("b", "supported"), ("c", "inconclusive")):
+    cases = {"a": ("supported", "audio"), "b": ("supported", "audio"), "c": ("inconclusive", "audio"),
+             "d": ("not supported", "visual")}
+    for name, (verdict, modality) in cases.items():
         folder = tmp_path / name
         folder.mkdir()
-        (folder / "bias.json").write_text(json.dumps({"dominance": {"baseline": {"weight_norm": "audio"}}}))
-        pd.DataFrame([{"claim": "1. the bias persists", "subject": "baseline", "verdict": verdict}]).to_csv(
+        (folder / "bias.json").write_text(json.dumps({
+            "dominance": {"baseline": {"weight_norm": modality}},
+            "dominance_detail": {"baseline": {"weight_norm": {"p": 0.001}}}}))
+        pd.DataFrame([{"claim": "1. the bias persists", "subject": "baseline", "verdict": verdict,
+                       "p": {"supported": 0.03, "inconclusive": 0.07}.get(verdict, 0.01)}]).to_csv(
             folder / "findings.csv", index=False)
     assert differences(tmp_path / "a", tmp_path / "b") == []
-    assert differences(tmp_path / "a", tmp_path / "c") == ["1. the bias persists / baseline: supported vs inconclusive"]
+    assert differences(tmp_path / "a", tmp_path / "c") == [
+        "1. the bias persists / baseline: supported (p 0.03) vs inconclusive (p 0.07) [strength]"]
+    assert differences(tmp_path / "a", tmp_path / "d") == [
+        "1. the bias persists / baseline: supported (p 0.03) vs not supported (p 0.01) [contradiction]",
+        "baseline: weight_norm favours: audio (p 0.001) vs visual (p 0.001) [contradiction]"]
     assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "c")]) == 2

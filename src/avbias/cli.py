@@ -135,7 +135,9 @@ def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
 
     diffs = differences(Path(args.first), Path(args.second))
     if diffs:
-        raise AvbiasError(f"{len(diffs)} conclusions differ between {args.first} and {args.second}:\n  "
+        contradictions = sum(line.endswith("[contradiction]") for line in diffs)
+        raise AvbiasError(f"{len(diffs)} conclusions differ between {args.first} and {args.second} "
+                          f"({contradictions} contradict, the others differ in strength or presence):\n  "
                           + "\n  ".join(diffs))
     print(f"same conclusions ({len(conclusions(Path(args.first)))}) in {args.first} and {args.second}")
 
