@@ -279,29 +279,40 @@ def test_persistence_and_shift_from_the_baseline_are_paired_over_seeds() -> None
     assert ("1. shift from the baseline", "baseline") not in rows
 
 
-def test_compare_verdicts_names_every_conclusion_that_differs(tmp_path: Path) -> None:
-    """avbias compare-verdicts (make demo-check): same conclusions pass, a flipped verdict is named."""
+def test_compare_verdicts_fails_on_contradictions_and_shifts_not_on_threshold_noise(tmp_path: Path) -> None:
+    """avbias compare-verdicts (make demo-check): same conclusions pass; a verdict that only straddles
+    p = 0.05 with agreeing estimates is listed but passes; a contradiction or a shifted estimate fails."""
     import json
 
+    from avbias.analysis.stats import welch_p
     from avbias.cli import main
-    from avbias.compare import differences
+    from avbias.compare import compare
 
-    cases = {"a": ("supported", "audio"), "b": ("supported", "audio"), "c": ("inconclusive", "audio"),
-             "d": ("not supported", "visual")}
-    for name, (verdict, modality) in cases.items():
+    # Welch by hand: 0.15 +- 0.03 vs 0.10 +- 0.04 (4 seeds each): t = 0.05 / 0.05 = 1, df = 0.0025^2 /
+    # ((0.03^4 + 0.04^4) / 3) = 5.76; two-sided p of t = 1 on 5.76 df = 0.357.
+    assert welch_p(0.15, 0.03, 4, 0.10, 0.04, 4) == pytest.approx(0.357, abs=2e-3)
+    cases = {"a": ("supported", 0.03, 0.15, "audio"), "b": ("supported", 0.02, 0.16, "audio"),
+             "c": ("inconclusive", 0.07, 0.10, "audio"), "d": ("not supported", 0.01, -0.2, "visual"),
+             "e": ("inconclusive", 0.9, 0.00, "audio")}
+    for name, (verdict, p, effect, modality) in cases.items():
         folder = tmp_path / name
         folder.mkdir()
         (folder / "bias.json").write_text(json.dumps({
             "dominance": {"baseline": {"weight_norm": modality}},
-            "dominance_detail": {"baseline": {"weight_norm": {"p": 0.001}}}}))
-        pd.DataFrame([{"claim": "1. the bias persists", "subject": "baseline", "verdict": verdict,
-                       "p": {"supported": 0.03, "inconclusive": 0.07}.get(verdict, 0.01)}]).to_csv(
+            "dominance_detail": {"baseline": {"weight_norm": {
+                "p": 0.001, "se": 0.01, "n_seeds": 4, "shares": {"audio": 0.5 + effect, "visual": 0.5 - effect}}}}}))
+        pd.DataFrame([{"claim": "1. the bias persists", "subject": "baseline", "verdict": verdict, "p": p,
+                       "effect": effect, "se": 0.04 if name == "c" else 0.03, "n_seeds": 4}]).to_csv(
             folder / "findings.csv", index=False)
-    assert differences(tmp_path / "a", tmp_path / "b") == []
-    assert differences(tmp_path / "a", tmp_path / "c") == [
-        "1. the bias persists / baseline: supported (p 0.03) vs inconclusive (p 0.07) [strength]"]
-    assert differences(tmp_path / "a", tmp_path / "d") == [
-        "1. the bias persists / baseline: supported (p 0.03) vs not supported (p 0.01) [contradiction]",
-        "baseline: weight_norm favours: audio (p 0.001) vs visual (p 0.001) [contradiction]"]
+    assert compare(tmp_path / "a", tmp_path / "b") == []
+    # a vs c: supported vs inconclusive, estimates 0.15 vs 0.10 within their spread (p 0.36): threshold.
+    [straddle] = compare(tmp_path / "a", tmp_path / "c")
+    assert straddle.kind == "threshold" and straddle.p_same == pytest.approx(0.357, abs=2e-3)
+    assert "supported (p 0.03) vs inconclusive (p 0.07) [threshold, estimates +0.150 vs +0.100" in str(straddle)
+    # a vs d: opposite verdicts on both conclusions.
+    assert [d.kind for d in compare(tmp_path / "a", tmp_path / "d")] == ["contradiction", "contradiction"]
+    # a vs e: 0.15 +- 0.03 vs 0.00 +- 0.03: t = 3.54 on 6 df, p = 0.012 < 0.05 / 2 conclusions: shifted.
+    assert [d.kind for d in compare(tmp_path / "a", tmp_path / "e")] == ["shifted"]
     assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "c")]) == 0
+    assert main(["compare-verdicts", str(tmp_path / "a"), str(tmp_path / "e")]) == 2

@@ -130,16 +130,19 @@ def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
 
 
 def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
-    from avbias.compare import conclusions, differences
+    from avbias.compare import FAILING, compare, conclusions
     from avbias.errors import AvbiasError
 
-    diffs = differences(Path(args.first), Path(args.second))
-    if diffs:
-        contradictions = sum(line.endswith("[contradiction]") for line in diffs)
-        raise AvbiasError(f"{len(diffs)} conclusions differ between {args.first} and {args.second} "
-                          f"({contradictions} contradict, the others differ in strength or presence):\n  "
-                          + "\n  ".join(diffs))
-    print(f"same conclusions ({len(conclusions(Path(args.first)))}) in {args.first} and {args.second}")
+    diffs = compare(Path(args.first), Path(args.second))
+    failing = [d for d in diffs if d.kind in FAILING]
+    lines = "\n  ".join(str(d) for d in diffs)
+    total = len(conclusions(Path(args.first)))
+    if failing:
+        raise AvbiasError(f"{len(failing)} of {total} conclusions differ between {args.first} and {args.second} "
+                          f"beyond seed noise ({len(diffs) - len(failing)} more only straddle p = 0.05):\n  {lines}")
+    print(f"same conclusions ({total}) in {args.first} and {args.second}"
+          + (f", but for {len(diffs)} that straddle p = 0.05 with estimates that agree within their seeds' "
+             f"spread (avbias.compare):\n  {lines}" if diffs else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

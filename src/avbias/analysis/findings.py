@@ -59,8 +59,9 @@ def _test(values: np.ndarray, null: float = 0.0) -> dict[str, Any]:
     values = np.asarray(values, float)
     values = values[~np.isnan(values)]
     low, high = stats.t_interval(values) if len(values) else (float("nan"), float("nan"))
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
     return {"effect": float(values.mean() - null) if len(values) else float("nan"), "ci_low": low - null,
-            "ci_high": high - null, "p": stats.t_test_p(values - null), "n_seeds": len(values)}
+            "ci_high": high - null, "se": se, "p": stats.t_test_p(values - null), "n_seeds": len(values)}
 
 
 def _verdict(result: dict[str, Any], converged: bool, positive: str, negative: str,
@@ -91,8 +92,10 @@ def dominance_verdict(values: np.ndarray, modalities: list[str], margin: float =
     even = 1.0 / values.shape[1]
     share, p = float(shares[:, top].mean()), stats.t_test_p(shares[:, top] - even)
     wins = len(shares) >= MIN_SEEDS and not np.isnan(p) and p < ALPHA and share > even + margin
+    se = float(shares[:, top].std(ddof=1) / np.sqrt(len(shares))) if len(shares) > 1 else float("nan")
     return {"leans": modalities[top] if share > even else "balanced", "share": share, "p": p, "n_seeds": len(shares),
-            "verdict": modalities[top] if wins else "inconclusive"}
+            "verdict": modalities[top] if wins else "inconclusive", "se": se,
+            "shares": {m: float(x) for m, x in zip(modalities, shares.mean(0), strict=True)}}
 
 
 def _row(claim: str, subject: str, evidence: str, result: dict[str, Any]) -> dict[str, Any]:

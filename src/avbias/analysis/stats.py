@@ -97,3 +97,17 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
             high = mid
     half = (low + high) / 2 * float(values.std(ddof=1)) / math.sqrt(n)
     return float(values.mean() - half), float(values.mean() + half)
+
+
+def welch_p(mean_a: float, se_a: float, n_a: int, mean_b: float, se_b: float, n_b: int) -> float:
+    """Two-sided Welch test of equal means from two summaries (mean, standard error of the mean, count):
+    are two runs of one study's estimates further apart than their seeds' spread allows? NaN when a
+    summary is missing or has under 2 values; 0 or 1 when both spreads are zero."""
+    if min(n_a, n_b) < 2 or any(math.isnan(x) for x in (mean_a, se_a, mean_b, se_b)):
+        return float("nan")
+    var = se_a ** 2 + se_b ** 2
+    if var == 0:
+        return 0.0 if mean_a != mean_b else 1.0
+    t = (mean_a - mean_b) / math.sqrt(var)
+    df = var ** 2 / (se_a ** 4 / (n_a - 1) + se_b ** 4 / (n_b - 1))     # Welch-Satterthwaite
+    return incomplete_beta(df / 2, 0.5, df / (df + t * t))
