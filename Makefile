@@ -27,8 +27,10 @@ demo: install
 	@echo "Report:  $(CURDIR)/results/demo/report/report.html"
 	@echo "Tables:  $(CURDIR)/results/demo/summary.md"
 
-# The demo again with 2 threads per training job: the same conclusions or a non-zero exit. With oneDNN off
-# too, prefix AVBIAS_ONEDNN=0 (on 2 cores that made a visual-only epoch about 20x slower, so not by default).
+# The demo again with 2 threads per training job, then `avbias compare-verdicts`: a non-zero exit on a
+# contradiction or an estimate that moved beyond seed noise; verdicts that only straddle p = 0.05 are listed
+# (src/avbias/compare.py says why). With oneDNN off too, prefix AVBIAS_ONEDNN=0 (on 2 cores that made a
+# visual-only epoch about 20x slower, so not by default).
 demo-check: demo
 	$(BIN)/snakemake all --cores all $(DEMO) config/demo_check.yaml
 	$(BIN)/avbias compare-verdicts results/demo/analysis/synth_cremad results/demo_check/analysis/synth_cremad

@@ -78,7 +78,9 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
     # Findings first: each claim's verdict with its evidence, then what every number was computed with.
     body.append("<h2>Findings</h2><p>One row per claim of arXiv 2510.14411 (and, on synthetic data, per planted "
                 "truth). A verdict needs converged runs, at least 3 seeds and p &lt; 0.05; otherwise it is "
-                "inconclusive and says why.</p>")
+                "inconclusive and says why. A rerun with other seeds, thread counts or oneDNN trains other "
+                "trajectories: a verdict whose p is near 0.05 may then land on the other side of it, so compare "
+                "the effects and their intervals (<code>avbias compare-verdicts</code>).</p>")
     md.append("## Findings\n")
     for a in analyses:
         for name, table in ((f"Findings: {a.dataset}", findings_table(a)),
