@@ -263,6 +263,20 @@ def test_breaker_counts_distinct_files_of_one_error_and_resets_on_any_success() 
     assert not timed.failed("a", refused) and timed.failed("b", refused)
 
 
+def test_breaker_ignores_successes_of_requests_sent_before_the_streak() -> None:
+    """A file still arriving from before a proxy started refusing says nothing about new requests."""
+    refused = SystemicError("permission", "h", "HTTP 403")
+    breaker = CircuitBreaker(files=2, seconds=60.0)
+    before = time.monotonic() - 1.0
+    assert not breaker.failed("a", refused)
+    breaker.ok(before)                                        # sent before the streak: no reset
+    assert breaker.failed("b", refused) and breaker.streak_files == 2
+    fresh = CircuitBreaker(files=2, seconds=60.0)
+    assert not fresh.failed("a", refused)
+    fresh.ok(time.monotonic())                                # sent after it began: the network works
+    assert not fresh.failed("b", refused) and not fresh.tripped
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

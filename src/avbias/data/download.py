@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -152,7 +153,9 @@ def host_of(url: str) -> str:
 class CircuitBreaker:
     """Trips when `files` distinct files in a row fail with the same systemic error, or when at least two
     have and nothing else happened for `seconds`. Any sign that the network works (a response, bytes
-    received, a per-file fault) resets the streak. Shared by the threads of one download (or several)."""
+    received, a per-file fault) on a request sent after the streak began resets it; a transfer sent before
+    (files still arriving when a proxy starts refusing) tells nothing about it. Shared by the threads of
+    one download (or several)."""
 
     def __init__(self, files: int, seconds: float) -> None:
         self.files, self.seconds = max(1, files), seconds
@@ -168,10 +171,12 @@ class CircuitBreaker:
     def tripped(self) -> bool:
         return self._tripped.is_set()
 
-    def ok(self) -> None:
+    def ok(self, sent: float = math.inf) -> None:
+        """The network worked for a request sent at `sent` (time.monotonic(); default: now)."""
         if self._key is not None:                   # unlocked read: a stale value only costs a lock
             with self._lock:
-                self._key, self._streak = None, set()
+                if sent >= self._since:
+                    self._key, self._streak = None, set()
 
     def failed(self, name: str, error: SystemicError) -> bool:
         """Record a systemic failure of one file; True when the breaker is (now) tripped."""
@@ -260,7 +265,8 @@ def verify_file(path: Path, size: int | None, sha256: str | None) -> str | None:
     return None
 
 
-def _open(url: str, offset: int, timeout_s: float, breaker: CircuitBreaker) -> http.client.HTTPResponse:
+def _open(url: str, offset: int, timeout_s: float, breaker: CircuitBreaker,
+          sent: float) -> http.client.HTTPResponse:
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -271,7 +277,7 @@ def _open(url: str, offset: int, timeout_s: float, breaker: CircuitBreaker) -> h
         kind = systemic_kind(exc)
         if kind is not None:
             raise SystemicError(kind, host_of(url), describe(exc)) from None
-        breaker.ok()                                # the server answered: the network works
+        breaker.ok(sent)                            # the server answered: the network works
         if exc.code in (408, 429) or exc.code >= 500:
             raise TransientError(f"HTTP {exc.code} {exc.reason}") from None
         if exc.code == 416 and offset:
@@ -282,12 +288,14 @@ def _open(url: str, offset: int, timeout_s: float, breaker: CircuitBreaker) -> h
         if kind is not None:
             raise SystemicError(kind, host_of(url), describe(exc)) from None
         raise TransientError(f"{type(exc).__name__}: {exc}") from None
-    breaker.ok()
+    breaker.ok(sent)
     return response
 
 
-def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: Progress, breaker: CircuitBreaker) -> None:
-    """Bring `<dest>.part` one attempt closer to complete; raise if this attempt fell short."""
+def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: Progress, breaker: CircuitBreaker,
+                sent: float) -> None:
+    """Bring `<dest>.part` one attempt closer to complete (the attempt began at `sent`); raise if it fell
+    short."""
     part = part_path(file.dest)
     offset = part.stat().st_size if part.exists() else 0
     if file.size is not None and offset >= file.size:
@@ -296,7 +304,7 @@ def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: Progress, br
             offset = 0
         else:
             return                                  # complete: verification decides
-    response = _open(file.url, offset, policy.timeout_s, breaker)
+    response = _open(file.url, offset, policy.timeout_s, breaker, sent)
     with response:
         if offset and response.status != 206:      # server ignored the Range: start over
             progress.update(-offset)
@@ -311,7 +319,7 @@ def _fetch_once(file: RemoteFile, policy: DownloadPolicy, progress: Progress, br
                     out.write(chunk)
                     written += len(chunk)
                     progress.update(len(chunk))
-                    breaker.ok()
+                    breaker.ok(sent)
                     if breaker.tripped:
                         raise Stopped(f"stopped after {written} bytes")   # the .part resumes next time
         except (OSError, http.client.HTTPException) as exc:
@@ -336,10 +344,11 @@ def fetch(file: RemoteFile, policy: DownloadPolicy, progress: Progress, breaker:
                 raise Stopped("stopped before retrying")
         if breaker.tripped:
             raise Stopped("not started")
+        sent = time.monotonic()
         try:
-            _fetch_once(file, policy, progress, breaker)
+            _fetch_once(file, policy, progress, breaker, sent)
         except TransientError as exc:
-            breaker.ok()                            # a per-file fault: not a streak of systemic ones
+            breaker.ok(sent)                        # a per-file fault: not a streak of systemic ones
             last = exc
             continue
         except SystemicError as exc:

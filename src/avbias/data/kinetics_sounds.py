@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -235,11 +236,12 @@ def fetch_yt_dlp(store: Path, missing: pd.DataFrame, policy: DownloadPolicy) -> 
     def run(row: Any) -> None:
         if breaker.tripped:
             return
+        sent = time.monotonic()
         outcome = fetch_one(row)
         if isinstance(outcome, SystemicError):
             breaker.failed(row.clip_id, outcome)
             return
-        breaker.ok()
+        breaker.ok(sent)
         if outcome:
             fetched.add(row.clip_id)
 
