@@ -12,6 +12,8 @@ rule acquire:
         download_timeout_s=RESOURCES["download_timeout_s"],
     log:
         f"{LOGS}/acquire/{{dataset}}.log",
+    conda:
+        AVBIAS_ENV
     shell:
         "avbias acquire --params {params.cfg:q} --dataset {wildcards.dataset} --out {output} "
         "--store {params.store} --threads {threads} --retries {resources.download_retries} "

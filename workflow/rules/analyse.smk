@@ -13,6 +13,8 @@ rule analyse:
         out=subpath(output.bias, parent=True),
     log:
         f"{LOGS}/analyse/{{dataset}}.log",
+    conda:
+        AVBIAS_ENV
     shell:
         "avbias analyse --params {params.cfg:q} --dataset {wildcards.dataset} --runs {params.runs} "
         "--out {params.out} > {log} 2>&1"

@@ -4,6 +4,8 @@
 import shlex
 import sysconfig
 
+from snakemake.settings.types import DeploymentMethod
+
 from avbias.config import stage_params_json
 from avbias.layout import run_dir
 from avbias.methods import check_method_params, method_class, run_methods, run_params_json
@@ -17,9 +19,13 @@ DATASETS = config["run"]["datasets"]
 METHODS = run_methods(config)
 SEEDS = config["run"]["seeds"]
 RESOURCES = config["resources"]
-# Rules call the `avbias` installed beside the interpreter running Snakemake: no venv activation needed,
-# and SLURM jobs, which run this same interpreter on the nodes, find the same one.
-shell.prefix(f'export PATH={shlex.quote(sysconfig.get_path("scripts"))}:"$PATH"; ')
+# The software of every rule: the locked venv running Snakemake by default, or, with
+# --software-deployment-method conda, this environment (the same lock; workflow/envs/).
+AVBIAS_ENV = "../envs/avbias.yaml"
+# By default rules call the `avbias` installed beside the interpreter running Snakemake: no venv
+# activation needed, and SLURM jobs, which run this same interpreter on the nodes, find the same one.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    shell.prefix(f'export PATH={shlex.quote(sysconfig.get_path("scripts"))}:"$PATH"; ')
 
 
 wildcard_constraints:

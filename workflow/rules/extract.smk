@@ -12,6 +12,8 @@ rule extract:
         runtime=RESOURCES["extract_runtime_min"],
     log:
         f"{LOGS}/extract/{{dataset}}.log",
+    conda:
+        AVBIAS_ENV
     shell:
         "avbias extract --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {params.manifest} "
         "--out {output} --threads {threads} > {log} 2>&1"

@@ -8,6 +8,8 @@ rule manifest:
         out=subpath(output[0], parent=True),
     log:
         f"{LOGS}/manifest/{{dataset}}.log",
+    conda:
+        AVBIAS_ENV
     shell:
         "avbias manifest --params {params.cfg:q} --dataset {wildcards.dataset} --raw {input} "
         "--out {params.out} > {log} 2>&1"

@@ -20,6 +20,8 @@ rule report:
         out=subpath(output.html, parent=True),
     log:
         f"{LOGS}/report.log",
+    conda:
+        AVBIAS_ENV
     shell:
         "avbias report --params {params.cfg:q} --analysis {params.analysis} --raw {input.raw} "
         "--features {input.features} --out {params.out} "

@@ -24,6 +24,8 @@ rule train:
         in_memory=RESOURCES["train_in_memory"],
     log:
         f"{LOGS}/train/{{dataset}}/{{method}}/seed{{seed}}.log",
+    conda:
+        AVBIAS_ENV
     shell:
         "avbias train --params {params.cfg:q} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--seed {wildcards.seed} --features {input.features} --out {params.out} --threads {threads} "
