@@ -37,15 +37,12 @@ def per_seed_values(runs: pd.DataFrame, dominant: str) -> dict[str, np.ndarray]:
             values = group[columns].dropna().to_numpy(float).clip(min=0.0)
             shares = values[:, 0] / np.maximum(values.sum(1), 1e-12)
             out[f"{method}: {measure} favours"] = shares - 0.5
-    base = joint[joint["method"] == fnd.BASELINE].set_index(["run", "seed"])
+    base = joint[joint["method"] == fnd.BASELINE]
+    base_share = fnd.decision_share(base, dominant, "centred_logit_share")
     for method, group in joint.groupby("method"):
-        share = group.set_index(["run", "seed"])["centred_logit_share"].astype(float)
-        first = group["modalities"].iloc[0].split("+")[0]
-        share = share if first == dominant else 1 - share
+        share = fnd.decision_share(group, dominant, "centred_logit_share")
         out[f"1. the bias persists / {method}"] = share.to_numpy() - 0.5
         if method != fnd.BASELINE:
-            base_share = base["centred_logit_share"].astype(float)
-            base_share = base_share if base["modalities"].iloc[0].startswith(dominant) else 1 - base_share
             keys = share.index.intersection(base_share.index)
             out[f"1. shift from the baseline / {method}"] = (share[keys] - base_share[keys]).to_numpy()
     sign = 1.0 if base["modalities"].iloc[0].startswith(dominant) else -1.0
@@ -68,8 +65,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 6, 8, 12, 16])
     parser.add_argument("--draws", type=int, default=2000)
     args = parser.parse_args()
-    runs = pd.concat([pd.read_csv(d / "runs.csv").assign(run=i) for i, d in enumerate(args.analyses)],
-                     ignore_index=True)
+    # Seeds renumbered per folder: every (folder, seed) is its own draw, paired with the same folder's baseline.
+    runs = pd.concat([pd.read_csv(d / "runs.csv").pipe(lambda r, i=i: r.assign(seed=r["seed"] + 1000 * i))
+                      for i, d in enumerate(args.analyses)], ignore_index=True)
     values = per_seed_values(runs, dominant="audio")
     rng = np.random.default_rng(0)
     print(f"{len(values)} conclusions; per-seed values pooled over {len(args.analyses)} folder(s)")

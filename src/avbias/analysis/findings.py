@@ -90,11 +90,11 @@ def dominance_verdict(values: np.ndarray, modalities: list[str], margin: float =
     shares = np.divide(values, totals, out=np.full_like(values, 1.0 / values.shape[1]), where=totals > 0)
     top = int(np.argmax(shares.mean(0)))
     even = 1.0 / values.shape[1]
-    share, p = float(shares[:, top].mean()), stats.t_test_p(shares[:, top] - even)
-    wins = len(shares) >= MIN_SEEDS and not np.isnan(p) and p < ALPHA and share > even + margin
-    se = float(shares[:, top].std(ddof=1) / np.sqrt(len(shares))) if len(shares) > 1 else float("nan")
-    return {"leans": modalities[top] if share > even else "balanced", "share": share, "p": p, "n_seeds": len(shares),
-            "verdict": modalities[top] if wins else "inconclusive", "se": se,
+    result = _test(shares[:, top], null=even)
+    share, p = result["effect"] + even, result["p"]
+    wins = result["n_seeds"] >= MIN_SEEDS and not np.isnan(p) and p < ALPHA and share > even + margin
+    return {"leans": modalities[top] if share > even else "balanced", "share": share, "p": p,
+            "n_seeds": result["n_seeds"], "se": result["se"], "verdict": modalities[top] if wins else "inconclusive",
             "shares": {m: float(x) for m, x in zip(modalities, shares.mean(0), strict=True)}}
 
 
@@ -102,7 +102,7 @@ def _row(claim: str, subject: str, evidence: str, result: dict[str, Any]) -> dic
     return {"claim": claim, "subject": subject, "evidence": evidence, **result}
 
 
-def _decision_share(group: pd.DataFrame, dominant: str, measure: str) -> pd.Series:
+def decision_share(group: pd.DataFrame, dominant: str, measure: str) -> pd.Series:
     """The dominant modality's share of the decision per seed, by `measure` (a first-modality share)."""
     values = group.set_index("seed")[measure].astype(float)
     return values if dominant == group["modalities"].iloc[0].split("+")[0] else 1 - values
@@ -121,7 +121,7 @@ def persistence_findings(runs: pd.DataFrame, dominant: str, weak: str,
     for method, group in joint.groupby("method", sort=True):
         measure = ("centred_logit_share" if group["centred_logit_share"].notna().any() else "decides_share")
         label = {"centred_logit_share": "centred logit share", "decides_share": "share of decisions"}[measure]
-        share = _decision_share(group, dominant, measure)
+        share = decision_share(group, dominant, measure)
         ok = converged.get(method, False) and converged.get(BASELINE, False)
         verdict = _verdict(_test(share.to_numpy(), null=0.5), ok,
                            f"{dominant} keeps more than half of the decision", f"{dominant} no longer dominates")
@@ -129,8 +129,8 @@ def persistence_findings(runs: pd.DataFrame, dominant: str, weak: str,
         if method == BASELINE or base.empty:
             continue
         paired = measure if base[measure].notna().any() else "decides_share"
-        share = _decision_share(group, dominant, paired)
-        base_share = _decision_share(base, dominant, paired)
+        share = decision_share(group, dominant, paired)
+        base_share = decision_share(base, dominant, paired)
         seeds = share.index.intersection(base_share.index)
         shift = _verdict(_test((share[seeds] - base_share[seeds]).to_numpy()), ok,
                          f"{dominant}'s share is larger than under the baseline",
