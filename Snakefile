@@ -9,6 +9,7 @@ from snakemake.utils import min_version, validate
 
 from avbias.config import SCHEMA_PATH, check_params
 from avbias.data.plan import acquisition_note
+from avbias.models.weights import check_pretrained
 
 min_version("9.0")
 
@@ -18,6 +19,8 @@ configfile: "params.yaml"
 
 validate(config, str(SCHEMA_PATH))
 check_params(config)
+# External encoder weights (model.pretrained): present and verified before any job runs.
+check_pretrained(config)
 # Before a long download, say what it is, where it goes and how to use local copies instead.
 if note := acquisition_note(config):
     print(note, file=sys.stderr)

@@ -146,10 +146,13 @@ def crop_resize_flip(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tens
 
 @dataclass
 class Augment:
-    """Training-time frame augmentation (train.frame_augment); audio is not augmented, as in the literature."""
+    """Training-time frame augmentation (train.frame_augment); audio is not augmented, as in the literature.
+    `scope` (train.frame_augment_scope): `frame`, each frame its own crop and flip, as the reference loaders
+    apply their torchvision transform to each frame; `clip`, one crop and flip shared by a clip's frames."""
 
     frames: str = "random_resized_crop"
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    scope: str = "frame"
 
 
 def visual_inputs(frames: torch.Tensor, frames_per_sample: int, generator: torch.Generator | None,
@@ -167,11 +170,11 @@ def visual_inputs(frames: torch.Tensor, frames_per_sample: int, generator: torch
     x = frames[torch.arange(b, device=frames.device)[:, None], window]          # (B, T, S, S, 3)
     x = x.flatten(0, 1).permute(0, 3, 1, 2).float()                            # (B*T, 3, S, S), channels-last
     if generator is not None and augment.frames != "none":
-        # One crop and one flip per clip, shared by its T frames.
-        flip = (torch.rand(b, generator=generator) < 0.5).repeat_interleave(t)
+        draws, repeat = (b * t, 1) if augment.scope == "frame" else (b, t)   # per frame, or shared by a clip
+        flip = (torch.rand(draws, generator=generator) < 0.5).repeat_interleave(repeat)
         if augment.frames == "random_resized_crop":
-            boxes = random_resized_crop_boxes(b, size, size, augment.crop_scale, generator).repeat_interleave(t, 0)
-            x = crop_resize_flip(x, boxes, flip, size)
+            boxes = random_resized_crop_boxes(draws, size, size, augment.crop_scale, generator)
+            x = crop_resize_flip(x, boxes.repeat_interleave(repeat, 0), flip, size)
         else:
             x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
     mean, scale = normalisation(x.device)

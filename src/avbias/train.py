@@ -29,6 +29,7 @@ from avbias.io import atomic_path, read_json, write_json
 from avbias.loader import Augment, BatchStream, visual_inputs
 from avbias.methods import Method, create_method, run_params
 from avbias.models.fusion import AVClassifier
+from avbias.models.weights import arch_of, load_encoder, pretrained_cfg, read_state_dict, weights_files
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -40,7 +41,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+def cnn14_args(state: dict[str, Any]) -> dict[str, Any]:
+    """A CNN14 encoder of the checkpoint's size: its width and mel bins (PANNs': 64 and 64)."""
+    key = next(k for k in state if k.endswith("conv_block1.conv1.weight"))
+    bins = next(k for k in state if k.endswith("bn0.running_mean"))
+    return {"arch": "cnn14", "width": state[key].shape[0], "mel_bins": state[bins].shape[0]}
+
+
+def encoder_lr_groups(model: AVClassifier, modalities: tuple[str, ...], encoder_lr: float) -> list[dict[str, Any]]:
+    """The trainable parameters as optimiser groups: those modalities' encoders at encoder_lr (pretrained
+    encoders fine-tuned with a lower lr), the rest at train.lr."""
+    slow = {id(p) for m in modalities for p in model.encoders[m].parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in slow]}]
+    if slow_params := [p for p in trainable if id(p) in slow]:
+        groups.append({"params": slow_params, "lr": encoder_lr})
+    return groups
+
+
+def make_optimizer(params: list[Any], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     optimizer = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
@@ -81,22 +100,33 @@ class Trainer:
         self.device = resolve_device(cfg["device"])
         self.classes = read_json(features_dir / "extract.json")["classes"]
         self.num_classes = len(self.classes)
-        self.augment = Augment(cfg["frame_augment"], tuple(cfg["crop_scale"]))
+        self.augment = Augment(cfg["frame_augment"], tuple(cfg["crop_scale"]), cfg["frame_augment_scope"])
         counts = read_manifest(features_dir)["split"].value_counts()
         self.splits = tuple(s for s in ("train", "val", "test") if counts.get(s, 0) > 0)   # val may be absent
         self.data = {s: BatchStream(features_dir, s, self.device, in_memory, num_workers) for s in self.splits}
+        # External weights (ImageNet, AudioSet) first; a pretrain-then-fuse method's unimodal runs override them.
+        external = weights_files(model_cfg, method.modalities)
+        states = {m: read_state_dict(w.path) for m, w in external.items()}
+        encoder_args = {m: cnn14_args(state) for m, state in states.items() if arch_of(state, m) == "cnn14"}
         self.model = AVClassifier(method.modalities, self.num_classes, model_cfg["width"],
                                   method.fusion or model_cfg["fusion"], method.aux_heads,
-                                  frame_pooling=cfg["frame_pooling"], head_init=model_cfg["head_init"]).to(self.device)
+                                  frame_pooling=cfg["frame_pooling"], head_init=model_cfg["head_init"],
+                                  encoder_args=encoder_args)
+        self.initialisation = {m: load_encoder(self.model.encoders[m], w, states[m]) for m, w in external.items()}
+        self.model.to(self.device)
         load_pretrained_encoders(self.model, pretrained, method)
-        if method.freeze_encoders:
-            for p in self.model.encoders.parameters():
-                p.requires_grad_(False)
+        encoders_mode = pretrained_cfg(model_cfg).get("encoders", "finetune")
+        self.frozen = (method.modalities if method.freeze_encoders
+                       else tuple(external) if encoders_mode == "frozen" else ())
+        for m in self.frozen:
+            self.model.encoders[m].requires_grad_(False)
         self.cuda = self.device.type == "cuda"
         if self.cuda:   # channels_last + bf16 autocast: tensor-core convolutions; no loss scaling needed
             self.model = self.model.to(memory_format=torch.channels_last)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(trainable, cfg)
+        slow = tuple(external) if encoders_mode == "lower_lr" else ()
+        lr_scale = pretrained_cfg(model_cfg).get("encoder_lr_scale", 1.0)
+        self.optimizer = make_optimizer(encoder_lr_groups(self.model, slow, cfg["lr"] * lr_scale), cfg)
+        self.initialisation |= {"encoders": encoders_mode if external else "random"}
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg["lr_step"],
                                                          gamma=cfg["lr_gamma"])
         self.generator = torch.Generator().manual_seed(seed)
@@ -123,14 +153,16 @@ class Trainer:
 
     def set_train_mode(self) -> None:
         self.model.train()
-        if self.method.freeze_encoders:
-            self.model.encoders.eval()         # a linear probe keeps the pretrained BatchNorm statistics
+        for m in self.frozen:
+            self.model.encoders[m].eval()      # a frozen encoder keeps its pretrained BatchNorm statistics
 
     @torch.no_grad()
-    def predict(self, split: str, fraction: float = 1.0, zeroed: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    def predict(self, split: str, fraction: float = 1.0, zeroed: tuple[str, ...] = (),
+                train_inputs: bool = False) -> dict[str, np.ndarray]:
         """Fused and per-modality logits and features of a split (eval mode, no augmentation); with
         fraction < 1, of a random subset (drawn from the run's generator, so runs stay reproducible); with
-        `zeroed`, those modalities' inputs replaced by zeros and still encoded (BalanceBenchmark's Shapley)."""
+        `zeroed`, those modalities' inputs replaced by zeros and still encoded (BalanceBenchmark's Shapley);
+        with `train_inputs`, the inputs as training sees them (frame choice and augmentation; PMR)."""
         was_training = self.model.training
         self.model.eval()
         data = self.data[split]
@@ -140,7 +172,7 @@ class Trainer:
                      .sort().values)
         parts: dict[str, list[np.ndarray]] = {}
         for _idx, spec, frames, labels in data.batches(order, self.cfg["batch_size"]):
-            inputs = self.inputs(spec, frames, self.method.modalities, train=False)
+            inputs = self.inputs(spec, frames, self.method.modalities, train=train_inputs)
             inputs.update({m: torch.zeros_like(inputs[m]) for m in zeroed})
             with self.autocast():
                 out = self.model(inputs)
@@ -170,11 +202,11 @@ class Trainer:
             if self.utilisation is not None and step % 50 == 0:    # None on CPU: nothing sampled
                 self.utilisation.append(gpu_utilisation(self.device))
             # One optimiser step per pass; MLA makes one pass per modality on every batch.
-            for modalities in method.step_modalities(step):
+            for pass_index, modalities in enumerate(method.step_modalities(step)):
                 with self.autocast():
                     output = self.model(self.inputs(spec, frames, modalities, train=True))
                     loss = method.loss(output, labels, epoch)
-                self.optimizer.zero_grad(set_to_none=True)
+                method.zero_grad(self.optimizer, pass_index)
                 for key, value in method.backward(self.model, output, labels, epoch, loss).items():
                     extras.setdefault(key, []).append(value)
                 self.optimizer.step()
@@ -338,6 +370,7 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
         "selection": trainer.cfg["selection"], "val": val, "test": test,
         "literature": best_test_over_epochs(curve),
         "environment": environment(trainer.device),
+        "initialisation": trainer.initialisation,   # external encoder weights: source, file, sha256
         "throughput": throughput(trainer, curve, memory_fraction),
         "params": recorded,   # what this run was trained with (see share.prune_stale_runs)
     }

@@ -126,6 +126,10 @@ def persistence_findings(runs: pd.DataFrame, dominant: str, weak: str,
         verdict = _verdict(_test(share.to_numpy(), null=0.5), ok,
                            f"{dominant} keeps more than half of the decision", f"{dominant} no longer dominates")
         rows.append(_row("1. the bias persists", method, f"{dominant}'s {label} - 0.5", verdict))
+        inits = set(group.get("initialisation", pd.Series(["random"])))
+        if method == BASELINE and inits and "random" not in inits:   # the paper's "even after pretraining"
+            rows.append(_row("1. the bias persists after external pretraining", f"{method}: {'; '.join(sorted(inits))}",
+                             f"{dominant}'s {label} - 0.5", verdict))
         if method == BASELINE or base.empty:
             continue
         paired = measure if base[measure].notna().any() else "decides_share"

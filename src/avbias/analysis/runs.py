@@ -31,6 +31,15 @@ PERSISTENCE_MEASURES = ("weight_share", "logit_share", "centred_logit_share", "d
                         "shapley_input_share", "feature_norm_ratio")
 
 
+def initialisation_label(record: dict[str, Any] | None) -> str:
+    """A run's encoder initialisation (metrics.json `initialisation`, avbias.models.weights) in words: 'random',
+    or e.g. 'visual torchvision:resnet18 (finetune)'."""
+    external = {m: Path(v["source"]).name for m, v in (record or {}).items() if isinstance(v, dict)}
+    if not external:
+        return "random"
+    return ", ".join(f"{m} {s}" for m, s in sorted(external.items())) + f" ({record.get('encoders')})"
+
+
 def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     metrics_path, outputs_path = run_dir / "metrics.json", run_dir / "outputs.npz"
     for path in (metrics_path, outputs_path):
@@ -67,6 +76,7 @@ def measure_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: 
         "val_acc": metrics["val"]["acc"] if metrics.get("val") else np.nan, "best_epoch": metrics["best_epoch"],
         # The literature's figure (best test accuracy over epochs): selected on test, optimistic.
         "literature_best_test_acc": metrics.get("literature", {}).get("best_test_acc", np.nan),
+        "initialisation": initialisation_label(metrics.get("initialisation")),
     }
     classes = metrics["classes"]
     num_classes = len(classes)
@@ -310,6 +320,7 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
         "selection": sorted({m["selection"] for m, _ in loaded if "selection" in m}),
         "test_clips": int(sum(test_counts.values())), "seeds": sorted({int(m["seed"]) for m, _ in loaded}),
         "environment": sorted({json.dumps(m.get("environment", {}), sort_keys=True) for m, _ in loaded}),
+        "initialisation": sorted({initialisation_label(m.get("initialisation")) for m, _ in loaded}),
         "findings": claims.to_dict("records"),
     }
     tables = {

@@ -4,12 +4,17 @@ Each encoder receives g_mm (from the multimodal loss) and g_uni (from its own un
 agree (cosine > 0) they are weighted 1/2 each; when they conflict, by the two-task MGDA min-norm solution.
 Per parameter tensor the combination 2 (k_mm g_mm + k_uni g_uni) is rescaled up to the norm of the plain
 sum g_mm + g_uni when smaller, then multiplied by gamma (1.5, the authors' code). Heads get the plain sum.
+
+Unimodal losses (`unimodal_heads`): `separate` (the authors' code, MMPareto_ICML2024 models.py AVClassifier:
+head_audio and head_video, Linear(512, C) beside the fusion head) or `fusion_blocks` (BalanceBenchmark,
+avclassify_model.py unimodality_calculate: modality m's block of the concat head, W_m f_m + b / M), which
+trains the fusion head's blocks with the unimodal losses too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from avbias.lazy import F, torch
 from avbias.methods.registry import Method, encoder_params, register
@@ -41,12 +46,16 @@ class MMPareto(Method):
     @dataclass(frozen=True)
     class Hyperparams:
         gamma: float = 1.5   # the authors' code (main.py): the integrated gradient is multiplied by it
+        unimodal_heads: Literal["separate", "fusion_blocks"] = "separate"   # fusion_blocks: BalanceBenchmark
 
-    aux_heads = True
+    def __init__(self, name: str, params: dict[str, Any], dataset: str | None = None) -> None:
+        super().__init__(name, params, dataset)
+        self.aux_heads = self.hp.unimodal_heads == "separate"
 
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        unimodal = output.aux_logits if self.aux_heads else output.modality_logits
         self.losses = {"mm": F.cross_entropy(output.logits, labels),
-                       **{m: F.cross_entropy(output.aux_logits[m], labels) for m in self.modalities}}
+                       **{m: F.cross_entropy(unimodal[m], labels) for m in self.modalities}}
         return sum(self.losses.values())
 
     def backward(self, model: AVClassifier, output: ModelOutput, labels: torch.Tensor, epoch: int,

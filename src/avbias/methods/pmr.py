@@ -7,6 +7,13 @@ modulation window is CE(fused) + beta * PCE(weak) - mu * H(dominant prototype di
 Default (`weighting: switch`, mu 0): the authors' code, where the weak modality's prototype loss is switched
 fully on with weight alpha and the dominant one's off, and there is no entropy term. `weighting: continuous`
 (beta = alpha tanh(rho - 1)) and mu > 0 are the paper's variants. Values and sources: docs/methods.md.
+
+Prototypes, as in the authors' main_Prototype_grad.py (calculate_prototype and main): from the train loader,
+so with the training augmentation and frame choice (`prototype_inputs: train`; `eval`: without, avbias's
+earlier behaviour), built before epoch 0 and after every epoch; the one built after epoch e - 1 is averaged
+with the previous one only when e - 1 > 0, so momentum first acts on the prototypes of epoch
+`momentum_starts` = 2 (BalanceBenchmark's PMR_trainer builds them at the start of epoch e with momentum
+from e = 1: `momentum_starts: 1`).
 """
 
 from __future__ import annotations
@@ -68,7 +75,9 @@ class PMR(Method):
         momentum: float = 0.2              # main.py --momentum_coef default: prototype EMA
         prototype_fraction: float = 0.1    # calculate_prototype: prototypes from a tenth of the train batches
         modulation_starts: int = 0
-        modulation_ends: int = 70
+        modulation_ends: int = 100         # main.py --modulation_ends default (CREMA-D concat script: 70)
+        momentum_starts: int = 2           # first epoch whose prototypes are momentum averages (main loop)
+        prototype_inputs: Literal["train", "eval"] = "train"   # train: with the training augmentation
         weighting: Literal["switch", "continuous"] = "switch"   # continuous: the paper's alpha tanh(rho - 1)
         mu: float = 0.0                    # entropy regulariser on the dominant modality (paper only)
 
@@ -80,11 +89,12 @@ class PMR(Method):
         self.logged: dict[str, float] = {}
 
     def epoch_start(self, model: AVClassifier, epoch: int, trainer: Trainer) -> dict[str, float]:
-        pred = trainer.predict("train", fraction=self.hp.prototype_fraction)
+        pred = trainer.predict("train", fraction=self.hp.prototype_fraction,
+                               train_inputs=self.hp.prototype_inputs == "train")
         num_classes = trainer.num_classes
         fresh = {m: torch.from_numpy(class_prototypes(pred[f"features_{m}"], pred["labels"], num_classes))
                  for m in self.modalities}
-        if self.prototypes is not None:
+        if self.prototypes is not None and epoch >= self.hp.momentum_starts:
             k = self.hp.momentum
             fresh = {m: (1 - k) * fresh[m] + k * self.prototypes[m].cpu() for m in self.modalities}
         self.prototypes = {m: p.to(trainer.device) for m, p in fresh.items()}

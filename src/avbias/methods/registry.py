@@ -129,6 +129,19 @@ def check_method_params(params: dict[str, Any], source: str = "params") -> None:
     for name in [] if run_methods == "all" else run_methods:
         if name not in METHODS:
             raise ParamsError(f"{source}: run.methods: unknown method {name!r}; registered: {sorted(METHODS)}")
+    _check_shared_fusion_fits(params, source)
+
+
+def _check_shared_fusion_fits(params: dict[str, Any], source: str) -> None:
+    """A head shared by the modalities (MLA) needs equal feature sizes: not CNN14's 2048 beside ResNet18's 512."""
+    from avbias.models.weights import weights_files
+
+    if "model" not in params or all(w.arch != "cnn14" for w in weights_files(params["model"]).values()):
+        return
+    for name in run_methods(params):
+        if method_class(name).fusion == "shared":
+            raise ParamsError(f"{source}: run.methods: {name!r} shares one head across modalities, which needs equal "
+                              "feature sizes; model.pretrained.audio panns:cnn14 gives 2048, the visual ResNet18 512")
 
 
 def run_methods(params: dict[str, Any]) -> list[str]:
@@ -173,6 +186,11 @@ class Method:
         """The forward/backward passes of one batch, each the modalities it encodes (default: one pass with
         all; MLA: one pass per modality, each followed by its own optimiser step)."""
         return (self.modalities,)
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer, pass_index: int) -> None:
+        """Clear the gradients before pass `pass_index` of a batch (see step_modalities): removed (None), so a
+        parameter the pass does not reach is skipped by the optimiser step (MLA overrides this)."""
+        optimizer.zero_grad(set_to_none=True)
 
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         return F.cross_entropy(output.logits, labels)

@@ -213,7 +213,8 @@ class AVClassifier(nn.Module):
     """One encoder per modality (one or two), a fusion head, and optional separate unimodal heads."""
 
     def __init__(self, modalities: tuple[str, ...], num_classes: int, width: int, fusion: str = "concat",
-                 aux_heads: bool = False, frame_pooling: str = "mean", head_init: str = "xavier_normal") -> None:
+                 aux_heads: bool = False, frame_pooling: str = "mean", head_init: str = "xavier_normal",
+                 encoder_args: dict[str, dict] | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"model.fusion: unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
@@ -221,7 +222,10 @@ class AVClassifier(nn.Module):
             fusion = "concat"          # one modality: a plain linear head
         self.modalities = modalities
         self.fusion = fusion
-        self.encoders = nn.ModuleDict({m: ModalityEncoder(m, width, frame_pooling) for m in modalities})
+        # encoder_args: a modality's architecture where external weights choose it (avbias.models.weights)
+        args = {m: {"width": width} | (encoder_args or {}).get(m, {}) for m in modalities}
+        self.encoders = nn.ModuleDict({m: ModalityEncoder(m, frame_pooling=frame_pooling, **args[m])
+                                       for m in modalities})
         dims = {m: self.encoders[m].out_dim for m in modalities}
         self.head = FUSIONS[fusion](dims, num_classes)
         self.aux = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()}) if aux_heads else None

@@ -189,6 +189,7 @@ def protocol_table(a: DatasetAnalysis, params: dict[str, Any]) -> pd.DataFrame:
     rows = [("protocol", params["report"]["protocol"]),
             ("model selection", "; ".join(selection.get(s, s) for s in b.get("selection", [])) or "–"),
             ("literature figure", "best test accuracy over epochs: selected on test, optimistic (shown apart)"),
+            ("encoder initialisation", "; ".join(b.get("initialisation", [])) or "random"),
             ("seeds", ", ".join(str(s) for s in b.get("seeds", []))),
             ("test clips (analysis split)", b.get("test_clips", "–")),
             ("tests", "t-test over seeds (paired against the baseline where two methods are compared), "
