@@ -5,9 +5,9 @@
 
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from avbias.config import SCHEMA_PATH, check_params
+from avbias.config import validate_params
 from avbias.data.plan import acquisition_note
 from avbias.models.weights import check_pretrained
 
@@ -17,8 +17,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-validate(config, str(SCHEMA_PATH))
-check_params(config)
+# The schema (src/avbias/schemas/params.schema.yaml) and the relations it cannot express; each error names
+# its key (train.epochs, not just "-3 is less than the minimum of 1").
+validate_params(config, source="config")
 # External encoder weights (model.pretrained): present and verified before any job runs.
 check_pretrained(config)
 # Before a long download, say what it is, where it goes and how to use local copies instead.

@@ -106,7 +106,7 @@ def test_stage_command_rejects_invalid_params_json(capsys: pytest.CaptureFixture
 
 def test_snakemake_rejects_bad_params_before_any_job(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    for bad, key in (({"extract": {"n_fft": "512"}}, "n_fft"),
+    for bad, key in (({"extract": {"n_fft": "512"}}, "n_fft"), ({"train": {"epochs": -3}}, "train.epochs: -3"),
                      ({"methods": {"pmr": {"alhpa": 1}}}, "methods.pmr.alhpa")):
         (project / "bad.yaml").write_text(yaml.safe_dump(bad))
         proc = run(["snakemake", "-n", "--configfile", "params.yaml", "tiny.yaml", "bad.yaml"], project, check=False)

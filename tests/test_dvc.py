@@ -210,3 +210,19 @@ def test_adopt_makes_dvc_record_what_snakemake_built(tmp_path: Path) -> None:
     assert stages_run(repro.stdout) == [] and "up to date" in repro.stdout, repro.stdout[-2000:]
     assert model.stat().st_mtime_ns == built
     nothing_to_do(project)
+
+
+def test_dvc_plots_show_renders_the_validation_curves_with_methods_all(lab: dict[str, Path], tmp_path: Path) -> None:
+    """The plot definition must not depend on run.methods: the shipped `all` once broke it."""
+    import shutil
+
+    project = tmp_path / "copy"
+    shutil.copytree(lab["origin"], project, symlinks=True)
+    set_params(project, run__methods="all")
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    rendered = {Path(name).stem: plot for name, plot in shown["data"].items() if "report/plots" in name}
+    assert set(rendered) == set(LAB["run"]["methods"]), shown["data"].keys()
+    for name, plots in rendered.items():
+        points = plots[0]["content"]["data"]["values"]
+        assert len(points) == LAB["train"]["epochs"], name
+        assert all(0 <= float(p["accuracy"]) <= 1 for p in points)

@@ -63,11 +63,14 @@ def metrics_for_dvc(a: DatasetAnalysis) -> dict[str, Any]:
 
 
 def write_plot_data(a: DatasetAnalysis, out_dir: Path) -> None:
-    """Validation accuracy per epoch, one column per method (mean over seeds): the DVC plot's data."""
-    column = "val_acc" if "val_acc" in a.curves else "train_acc"     # protocols without a validation split
-    wide = a.curves.groupby(["epoch", "method"])[column].mean().unstack("method").reset_index()
-    with atomic_path(out_dir / "plots" / f"val_acc_{a.dataset}.csv") as tmp:
-        wide.to_csv(tmp, index=False, float_format="%.6g")
+    """The DVC plot's data (dvc.yaml `plots`): plots/<dataset>/<method>.csv, epoch and accuracy (validation,
+    or training for protocols without a validation split), mean over seeds. One file per method, so the
+    plot definition names fixed fields whatever run.methods holds."""
+    column = "val_acc" if "val_acc" in a.curves else "train_acc"
+    for method, curve in a.curves.groupby("method", sort=True):
+        mean = curve.groupby("epoch")[column].mean().rename("accuracy").reset_index()
+        with atomic_path(out_dir / "plots" / a.dataset / f"{method}.csv") as tmp:
+            mean.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: list[Path], out_dir: Path,
