@@ -178,3 +178,20 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path: Path, features: P
     assert a["val"] == b["val"] and a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
     assert pd.read_csv(tmp_path / "killed" / "curve.csv")["train_loss"].tolist() == \
         pd.read_csv(tmp_path / "whole" / "curve.csv")["train_loss"].tolist()
+
+
+def test_the_trainer_provides_what_methods_may_read(features: Path) -> None:
+    """Methods type against avbias.methods.registry.RunContext: every member exists on the Trainer and holds
+    what it says (steps per epoch as len(train_loader), drop_last honoured)."""
+    import typing
+
+    from avbias.methods.registry import RunContext
+    from avbias.train import Trainer
+
+    for drop_last, steps in ((False, 4), (True, 3)):    # 32 training clips, batches of 10
+        params = PARAMS | {"train": PARAMS["train"] | {"batch_size": 10, "drop_last": drop_last}}
+        trainer = Trainer(create_method("baseline", params), features, params, 0, [])
+        members = set(typing.get_type_hints(RunContext)) | {"train_batches", "predict"}
+        assert all(hasattr(trainer, m) for m in members)
+        assert trainer.train_batches == steps
+        assert trainer.splits == ("train", "val", "test") and trainer.num_classes == 6

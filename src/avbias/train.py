@@ -134,6 +134,12 @@ class Trainer:
         self.utilisation = [] if self.cuda and gpu_utilisation(self.device) is not None else None
         method.setup(self.model, self)
 
+    @property
+    def train_batches(self) -> int:
+        """Optimiser steps per epoch, as len(train_loader) with the run's drop_last."""
+        n, size = len(self.data["train"]), self.cfg["batch_size"]
+        return n // size if self.cfg["drop_last"] else -(-n // size)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
 

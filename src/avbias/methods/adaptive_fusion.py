@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from avbias.lazy import F, torch
-from avbias.methods.registry import Method, register
+from avbias.methods.registry import Method, RunContext, register
 
 if TYPE_CHECKING:
     from avbias.models.fusion import AVClassifier, ModelOutput
@@ -23,7 +23,7 @@ class AdaptiveFusionMethod(Method):
 
     fusion = "adaptive"
 
-    def setup(self, model: AVClassifier, trainer: object) -> None:
+    def setup(self, model: AVClassifier, trainer: RunContext) -> None:
         self.head = model.head
 
     def loss(self, output: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:

@@ -18,11 +18,10 @@ import numpy as np
 
 from avbias.errors import ParamsError
 from avbias.lazy import F, torch
-from avbias.methods.registry import Method, register
+from avbias.methods.registry import Method, RunContext, register
 
 if TYPE_CHECKING:
     from avbias.models.fusion import AVClassifier, ModelOutput
-    from avbias.train import Trainer
 
 HEADS = ("fused", "audio", "visual")
 
@@ -65,13 +64,13 @@ class GBlending(Method):
         self.weights = {k: 1 / len(HEADS) for k in HEADS}
         self.last_losses: tuple[dict[str, float], dict[str, float]] | None = None
 
-    def setup(self, model: AVClassifier, trainer: Trainer) -> None:
+    def setup(self, model: AVClassifier, trainer: RunContext) -> None:
         if "val" not in trainer.splits:
             raise ParamsError("gblending estimates its weights on held-out data, and splits.val_fraction 0 leaves "
                               "no validation split: carve one out of train, or leave gblending out of run.methods "
                               "(BalanceBenchmark estimates on the test set, which avbias does not do)")
 
-    def epoch_start(self, model: AVClassifier, epoch: int, trainer: Trainer) -> dict[str, float]:
+    def epoch_start(self, model: AVClassifier, epoch: int, trainer: RunContext) -> dict[str, float]:
         if epoch % self.hp.super_epoch == 0:
             losses = tuple(head_losses(trainer.predict(split), self.unimodal) for split in ("train", "val"))
             if self.last_losses is not None:

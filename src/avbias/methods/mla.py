@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from avbias.lazy import F, torch
-from avbias.methods.registry import Method, register
+from avbias.methods.registry import Method, RunContext, register
 
 if TYPE_CHECKING:
     from avbias.models.fusion import AVClassifier, ModelOutput
@@ -71,10 +71,9 @@ class MLA(Method):
         self.step_count = 0
         self.batch, self.batches = 0, 1
 
-    def setup(self, model: AVClassifier, trainer: Any) -> None:
+    def setup(self, model: AVClassifier, trainer: RunContext) -> None:
         model.head.test_fusion = self.hp.test_fusion
-        n, size = len(trainer.data["train"]), trainer.cfg["batch_size"]
-        self.batches = max(1, n // size if trainer.cfg["drop_last"] else -(-n // size))   # len(train_loader)
+        self.batches = max(1, trainer.train_batches)   # len(train_loader)
 
     def step_modalities(self, step: int) -> tuple[tuple[str, ...], ...]:
         self.batch = step

@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from avbias.lazy import F, torch
-from avbias.methods.registry import Method, register, true_class_score
+from avbias.methods.registry import Method, RunContext, register, true_class_score
 
 if TYPE_CHECKING:
     from avbias.models.fusion import AVClassifier, ModelOutput
-    from avbias.train import Trainer
 
 
 def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -88,7 +87,7 @@ class PMR(Method):
         self.prototypes: dict[str, torch.Tensor] | None = None
         self.logged: dict[str, float] = {}
 
-    def epoch_start(self, model: AVClassifier, epoch: int, trainer: Trainer) -> dict[str, float]:
+    def epoch_start(self, model: AVClassifier, epoch: int, trainer: RunContext) -> dict[str, float]:
         pred = trainer.predict("train", fraction=self.hp.prototype_fraction,
                                train_inputs=self.hp.prototype_inputs == "train")
         num_classes = trainer.num_classes

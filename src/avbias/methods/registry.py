@@ -15,17 +15,35 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from avbias.errors import ParamsError
 from avbias.lazy import F, torch
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from avbias.models.fusion import AVClassifier, ModelOutput
-    from avbias.train import Trainer
 
 METHODS: dict[str, Callable[..., Method]] = {}
 BY_DATASET = "by_dataset"
+
+
+class RunContext(Protocol):
+    """What a method may read of the run it belongs to (avbias.train.Trainer provides it): methods depend on
+    this, not on the training loop."""
+
+    splits: tuple[str, ...]          # the splits present: train, val (may be absent), test
+    num_classes: int
+    device: torch.device
+
+    @property
+    def train_batches(self) -> int:
+        """Optimiser steps per epoch (len(train_loader), drop_last honoured)."""
+
+    def predict(self, split: str, fraction: float = 1.0, zeroed: tuple[str, ...] = (),
+                train_inputs: bool = False) -> dict[str, np.ndarray]:
+        """Fused and per-modality logits and features of a split (see Trainer.predict)."""
 
 
 @dataclass(frozen=True)
@@ -175,10 +193,10 @@ class Method:
         self.params = params
         self.hp = resolve_hyperparams(name, params, dataset)
 
-    def setup(self, model: AVClassifier, trainer: Trainer) -> None:
+    def setup(self, model: AVClassifier, trainer: RunContext) -> None:
         """Once, after the model is built (and initialised from pretrained runs)."""
 
-    def epoch_start(self, model: AVClassifier, epoch: int, trainer: Trainer) -> dict[str, float]:
+    def epoch_start(self, model: AVClassifier, epoch: int, trainer: RunContext) -> dict[str, float]:
         """Before each epoch's first step (e.g. refresh prototypes or loss weights); return values to log."""
         return {}
 
