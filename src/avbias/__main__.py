@@ -1,4 +1,4 @@
-"""`python -m avbias`: what the Snakemake rules call, with the interpreter that runs Snakemake."""
+"""`python -m avbias`: the same CLI as the `avbias` script (which the Snakemake rules call)."""
 
 import sys
 
