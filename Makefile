@@ -10,14 +10,16 @@ UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 DEMO := --configfile params.yaml config/demo.yaml config/scenarios/audio_dominant_mixed.yaml
 
-.PHONY: demo demo-check test test-cluster test-scenarios install lock lint clean-demo
+.PHONY: demo demo-check test test-cluster test-scenarios install lock lint clean-demo mutation
 
 install: $(VENV)/.installed
 
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (Docker images, CI, this dev machine) Python never
+# caches a .pyc, so every job recompiled torch, sympy and pandas, about 4 s of CPU per process (docs/benchmarks.md).
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -47,6 +49,13 @@ test-cluster: install
 test-scenarios: install
 	$(BIN)/pytest -m scenarios
 
+# Mutation testing of methods/ and the analysis core (mutmut; [tool.mutmut] in pyproject.toml says which modules
+# and which fast tests): 30-60 minutes on 2 cores (docs/benchmarks.md), not in CI. Survivors: mutants/, `mutmut results`,
+# `mutmut show NAME`; the score and the equivalent mutants are in docs/benchmarks.md.
+mutation: install
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 # ruff (settings in pyproject.toml), then Snakemake's lints: any lint or error fails.
 lint: install
 	$(BIN)/ruff check .
@@ -59,7 +68,7 @@ lock: install
 clean-demo:
 	rm -rf data/demo results/demo logs/demo results/demo_check logs/demo_check
 
-# Sharing results with a lab through a DVC remote (README: "Share results with your lab").
+# Sharing results with a lab through a DVC remote (docs/sharing.md).
 .PHONY: push pull repair adopt
 push: install
 	$(BIN)/avbias push

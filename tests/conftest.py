@@ -75,6 +75,14 @@ def snakemake(project: Path, *args: str, check: bool = True) -> subprocess.Compl
     return run(["snakemake", *args, "--cores", "2", "--configfile", "params.yaml", "tiny.yaml"], project, check=check)
 
 
+def avbias_in_process(*argv: str) -> None:
+    """An `avbias` command as a rule runs it, called in this process: the same code and arguments without an
+    interpreter, torch and Snakemake start-up per job (seconds each; minutes over a test's jobs)."""
+    from avbias.cli import main
+
+    assert main(list(argv)) == 0, f"avbias {' '.join(argv[:1])} failed"
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline run once by Snakemake with the default knobs (audio stronger)."""

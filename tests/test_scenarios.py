@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,14 +36,17 @@ CALIBRATION = {"run": {"methods": ["unimodal_audio", "unimodal_visual"], "seeds"
 
 
 def scenarios(tie: bool) -> list[str]:
-    """The shipped scenarios whose planted overall capability is (not) a tie."""
-    from avbias.analysis.planted import planted_overall_dominant
+    """The shipped scenarios that need calibration size (tie=True) or not: a planted overall tie, or tied
+    classes in a per-class plan (their rank against the others is noise at the small size's one seed:
+    claim3_control's ordering read 0.63 there)."""
+    from avbias.analysis.planted import TIE_MARGIN, planted_diff, planted_overall_dominant
     from avbias.config import load_params
 
     names = []
     for path in sorted((REPO / "config/scenarios").glob("*.yaml")):
         synth = load_params(REPO / "params.yaml", path)["synth"]
-        if (planted_overall_dominant(synth, 6) == "tie") == tie:
+        tied_classes = bool((np.abs(planted_diff(synth, 6)) < TIE_MARGIN).any())
+        if (planted_overall_dominant(synth, 6) == "tie" or tied_classes) == tie:
             names.append(path.stem)
     return names
 

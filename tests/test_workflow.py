@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, REPO, make_project, run
+from conftest import BIN, REPO, make_project, run, snakemake
 from imports import stage_code
 
 # Which `avbias` commands each DVC stage runs (the train stage prunes stale runs first).
@@ -157,6 +157,23 @@ def test_adding_a_method_is_one_new_module(tmp_path: Path) -> None:
     assert "method=toy_method" in dry.stdout
     assert "results/tiny/runs/synth_cremad/toy_method/seed0/metrics.json" in dry.stdout
     assert "--method toy_method" in dry.stdout
+
+
+def test_a_method_that_builds_on_runs_gets_their_models_as_inputs(tmp_path: Path) -> None:
+    """The DAG (common.smk's pretrained_models): a pretrain-then-fuse job reads the model.pt of the runs it
+    builds on, same dataset and seed, so Snakemake trains them first. (test_pipeline.py's every-method test
+    runs the commands in process and passes these paths itself.)"""
+    from avbias.methods import METHODS, method_class
+
+    builds_on = {m: method_class(m).pretrained for m in sorted(METHODS) if method_class(m).pretrained}
+    project = make_project(tmp_path, {"run": {"methods": sorted(builds_on), "seeds": [1]}})
+    dry = snakemake(project, "all", "-n").stdout
+    commands = [line for line in dry.splitlines() if line.startswith("Shell command: avbias train ")]
+    for method, needs in builds_on.items():
+        [command] = [c for c in commands if f"--method {method} " in c]
+        models = command.split("--pretrained ")[1].split(" --")[0].split()
+        assert models == [f"results/tiny/runs/synth_cremad/{m}/seed1/model.pt" for m in needs], command
+        assert all(any(f"--method {m} --seed 1 " in c for c in commands) for m in needs), needs
 
 
 # --- planning a run imports no torch ----------------------------------------------------------------

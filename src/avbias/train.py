@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import ctypes
 import logging
 import os
 import platform
@@ -33,6 +34,19 @@ from avbias.models.weights import arch_of, load_encoder, pretrained_cfg, read_st
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> None:
+    """Keep freed heap memory in the process (glibc). By default glibc hands each step's large convolution
+    buffers back to the OS and page-faults them in again at the next step: 5-10% of a CPU epoch in system time
+    (docs/benchmarks.md, issue 22). Where memory comes from changes no number."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    # Both: either call alone also fixes the mmap threshold at 128 KiB, which faults more (measured).
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)    # glibc's largest: buffers up to 32 MiB come from the heap
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)     # and the heap is not shrunk when they are freed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -312,6 +326,7 @@ def train_run(dataset: str, method_name: str, seed: int, features_dir: str | Pat
               in_memory: str = "auto", num_workers: int = 0) -> dict[str, Any]:
     """Train one (dataset, method, seed) run; write model.pt, metrics.json, curve.csv, outputs.npz."""
     out_dir = Path(out_dir)
+    keep_freed_memory()
     torch.set_num_threads(threads)
     # AVBIAS_ONEDNN=0 turns oneDNN off: the verdict-stability check compares conclusions with and without it.
     torch.backends.mkldnn.enabled = os.environ.get("AVBIAS_ONEDNN", "1") != "0"

@@ -224,3 +224,105 @@ def planted_findings(recovered: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"claim": "planted truth", "subject": truth, "evidence": value["evidence"],
                      "verdict": found if value["recovered"] else missed, "reason": value["reason"]})
     return rows
+
+
+# Claim 3 measured by what under-use costs (issue 20): the failure mode is accuracy the baseline loses on a
+# class against a reachable reference, and every allocation is scored on those classes.
+FAILURE_CLAIM = "3. failure mode: the baseline loses accuracy on a class"
+RECOVERY_CLAIM = "3. allocation recovers what the baseline loses"
+OVERALL_CLAIM = "3. overall accuracy under each allocation (secondary)"
+
+
+def under_use_by_cost(base: np.ndarray, reference: np.ndarray, alpha: float = ALPHA,
+                      min_seeds: int = MIN_SEEDS) -> dict[str, np.ndarray]:
+    """Per class, the accuracy the fused baseline loses against a reachable reference (reference - baseline),
+    paired over seeds, and the classes where it loses significantly: mean loss > 0 with a Holm-adjusted
+    (across classes) t-test p < alpha over at least min_seeds seeds.
+
+    base: seeds x classes, the baseline's per-class test accuracy. reference: seeds x classes (e.g. the late
+    fusion of the same seeds' unimodal models) or one value per class (e.g. the Bayes-optimal fusion)."""
+    base = np.atleast_2d(np.asarray(base, float))
+    ref = np.broadcast_to(np.asarray(reference, float), base.shape)
+    loss = ref - base
+    n = np.sum(~np.isnan(loss), 0)
+    mean = np.array([np.nanmean(col) if k else np.nan for col, k in zip(loss.T, n, strict=True)])
+    p = np.array([stats.t_test_p(col) for col in loss.T])
+    p_holm = stats.holm(p)
+    under = np.flatnonzero((mean > 0) & (p_holm < alpha) & (n >= min_seeds))
+    return {"loss": mean, "p": p, "p_holm": p_holm, "n_seeds": n, "under_used": under}
+
+
+def failure_mode_finding(classes: list[str], cost: dict[str, np.ndarray], reference: str,
+                         capable_share: np.ndarray | None = None, capable: list[str] | None = None
+                         ) -> dict[str, Any]:
+    """The failure-mode row: which classes the baseline loses against `reference`, each with its loss and,
+    as the mechanism, the more capable modality's share of the baseline's decision there."""
+    parts = []
+    for i in cost["under_used"]:
+        text = f"{classes[i]} ({cost['loss'][i]:+.3f}, Holm p {cost['p_holm'][i]:.3g}"
+        if capable_share is not None and capable is not None and capable[i] != "tie":
+            text += f"; {capable[i]}'s share {capable_share[i]:.2f}"
+        parts.append(text + ")")
+    n = int(cost["n_seeds"].max()) if len(cost["n_seeds"]) else 0
+    row = {"claim": FAILURE_CLAIM, "subject": f"baseline vs {reference}",
+           "evidence": "; ".join(parts) or "no class", "n_seeds": n,
+           "verdict": "found" if len(cost["under_used"]) else "not found",
+           "reason": (f"per class, {reference} minus the baseline's accuracy > 0, paired over {n} seeds, t-test "
+                      f"Holm-adjusted over {len(classes)} classes p < {ALPHA} (at least {MIN_SEEDS} seeds)")}
+    if n < MIN_SEEDS:          # too few seeds to call a class lost, or none
+        row |= {"verdict": "inconclusive", "reason": f"{n} seeds (a verdict needs {MIN_SEEDS})"}
+    return row
+
+
+def recovery_findings(base: pd.DataFrame, candidates: dict[str, pd.DataFrame], classes: list[str],
+                      measured_on: list[str], converged: dict[str, bool],
+                      test_counts: dict[str, int] | None = None,
+                      where_lost: str = "where the baseline loses") -> list[dict[str, Any]]:
+    """Claim 3 by cost: each allocation (a remedy applied to the baseline, or another method) against the
+    baseline, paired over seeds, on every class (overall, unweighted mean over classes) and on the classes
+    where the baseline loses (measured_on; where_lost says how they were chosen). base and each candidate:
+    per-class accuracy, index seeds, columns classes. converged: per candidate label, whether its runs (and
+    the baseline's) converged."""
+    rows = []
+    clips = sum((test_counts or {}).get(c, 0) for c in measured_on)
+    for label, acc in candidates.items():
+        seeds = acc.index.intersection(base.index)
+        sets = [("overall", list(classes))]
+        sets.append(("lost", list(measured_on)) if measured_on else ("lost", []))
+        for kind, subset in sets:
+            if not subset:
+                rows.append(_row(RECOVERY_CLAIM, label, "accuracy on the classes the baseline loses",
+                                 {"n_seeds": len(seeds), "verdict": "inconclusive",
+                                  "reason": "nothing to recover: the baseline loses no class"}))
+                continue
+            diff = (acc.loc[seeds, subset].mean(axis=1) - base.loc[seeds, subset].mean(axis=1)).to_numpy(float)
+            where = ("every class (unweighted mean)" if kind == "overall"
+                     else f"{', '.join(subset)} ({clips} test clips), {where_lost}")
+            verdict = _verdict(_test(diff), converged.get(label, False), f"higher accuracy on {where}",
+                               f"lower accuracy on {where}")
+            rows.append(_row(OVERALL_CLAIM if kind == "overall" else RECOVERY_CLAIM, label,
+                             f"accuracy on {where} minus the baseline's, same seeds", verdict))
+    return rows
+
+
+def holm_claim3(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Holm's correction across the family of claim-3 comparisons: every claim-3 row with a p-value that
+    compares accuracy on the classes claim 3 is about (the weak-favoured classes, the classes the baseline
+    loses); the secondary overall-accuracy rows are corrected as a family of their own. Adds p_holm; a
+    verdict significant only before the correction becomes inconclusive, with the reason."""
+    def family(overall: bool) -> list[int]:
+        return [i for i, r in enumerate(rows) if str(r.get("claim", "")).startswith("3.")
+                and r.get("claim") != FAILURE_CLAIM and (r.get("claim") == OVERALL_CLAIM) == overall
+                and not np.isnan(float(r.get("p", np.nan)))]
+
+    out = [dict(r) for r in rows]
+    for overall in (False, True):
+        members = family(overall)
+        what = "overall-accuracy comparisons" if overall else "claim-3 comparisons"
+        for i, p_holm in zip(members, stats.holm(np.array([rows[i]["p"] for i in members], float)), strict=True):
+            out[i]["p_holm"] = float(p_holm)
+            if out[i]["verdict"] != "inconclusive" and p_holm >= ALPHA:
+                out[i]["verdict"] = "inconclusive"
+                out[i]["reason"] = (f"p = {out[i]['p']:.3g} < {ALPHA} but Holm-adjusted p = {p_holm:.3g} over the "
+                                    f"{len(members)} {what}")
+    return out

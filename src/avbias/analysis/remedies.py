@@ -99,3 +99,20 @@ REMEDIES: dict[str, Remedy] = {
     "norm_equal_per_class": lambda val, bias, labels, norms: norm_equalisation(norms, per_class=True),
     "class_weights": lambda val, bias, labels, norms: fit_class_weights(val, bias, labels),
 }
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, float)
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def late_fusion(val_logits: dict[str, np.ndarray], val_labels: np.ndarray,
+                test_logits: dict[str, np.ndarray]) -> np.ndarray:
+    """A reachable reference for a fused model: the unimodal models' log-probabilities summed with one
+    temperature per modality fit on validation (product of experts; the Bayes-optimal fusion when the
+    modalities are independent given the class and each model is calibrated). Returns the test logits."""
+    val = {m: log_softmax(z) for m, z in val_logits.items()}
+    zero = np.zeros(next(iter(val.values())).shape[1])
+    alpha = temperature_weights(val, zero, np.asarray(val_labels))
+    return combine({m: log_softmax(z) for m, z in test_logits.items()}, zero, alpha)

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from avbias.analysis import cues, planted, stats
 from avbias.analysis import decision_layer as dl
 from avbias.analysis import findings as fnd
-from avbias.analysis import planted, stats
 from avbias.analysis.capability import cremad_human_accuracy
 from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
-from avbias.analysis.remedies import REMEDIES, combine
+from avbias.analysis.remedies import REMEDIES, combine, late_fusion
 from avbias.data.datasets import DATASETS
 from avbias.errors import DataError
 from avbias.io import atomic_path, read_json, write_json
@@ -180,6 +180,76 @@ def apply_remedies(metrics: dict[str, Any], outputs: dict[str, np.ndarray], weak
     return rows
 
 
+def late_fusion_accuracy(loaded: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """Per seed and class, the test accuracy of the late fusion of that seed's unimodal models, fit on
+    validation (remedies.late_fusion): the reachable reference the baseline's per-class accuracy is held
+    against (claim 3 by cost). Empty when a seed lacks a unimodal model, a validation split, or the runs'
+    test clips differ."""
+    unimodal: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    classes: list[str] = []
+    for metrics, outputs in loaded:
+        modalities = [str(m) for m in outputs["modalities"]]
+        if len(modalities) == 1 and "val_logits" in outputs and "val_labels" in outputs:
+            unimodal.setdefault(int(metrics["seed"]), {})[modalities[0]] = outputs
+            classes = metrics["classes"]
+    rows = []
+    for seed, runs in sorted(unimodal.items()):
+        if len(runs) < 2:
+            continue
+        first = next(iter(runs.values()))
+        if any(not np.array_equal(o["test_labels"], first["test_labels"])
+               or not np.array_equal(o["val_labels"], first["val_labels"]) for o in runs.values()):
+            continue                                    # not the same clips: no paired fusion
+        logits = late_fusion({m: o["val_logits"] for m, o in runs.items()}, first["val_labels"],
+                             {m: o["test_logits"] for m, o in runs.items()})
+        acc = per_class_accuracy(logits.argmax(1), first["test_labels"], len(classes))
+        rows += [{"seed": seed, "class": c, "reference": "late_fusion", "acc": float(a)}
+                 for c, a in zip(classes, acc, strict=True)]
+    return pd.DataFrame(rows, columns=["seed", "class", "reference", "acc"])
+
+
+def branch_fusion_accuracy(loaded: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """Per seed and class, the test accuracy of the baseline's own branches (each modality's logits through
+    the fused head) fused by remedies.late_fusion, fit on validation: what the baseline's own encoders reach
+    with a re-fit allocation. Empty without a baseline with per-branch validation logits."""
+    rows = []
+    for metrics, outputs in loaded:
+        modalities = [str(m) for m in outputs["modalities"]]
+        if metrics["method"] != BASELINE or len(modalities) < 2 or "val_labels" not in outputs \
+                or any(f"val_logits_{m}" not in outputs for m in modalities):
+            continue
+        logits = late_fusion({m: outputs[f"val_logits_{m}"] for m in modalities}, outputs["val_labels"],
+                             {m: outputs[f"test_logits_{m}"] for m in modalities})
+        acc = per_class_accuracy(logits.argmax(1), outputs["test_labels"], len(metrics["classes"]))
+        rows += [{"seed": int(metrics["seed"]), "class": c, "reference": "branch_fusion", "acc": float(a)}
+                 for c, a in zip(metrics["classes"], acc, strict=True)]
+    return pd.DataFrame(rows, columns=["seed", "class", "reference", "acc"])
+
+
+def bayes_reference(loaded: list[tuple[dict[str, Any], dict[str, np.ndarray]]], synth: dict[str, Any]) -> pd.DataFrame:
+    """Per seed and class, the Bayes-optimal fused accuracy realised on the baseline's test clips of a cue plan:
+    each clip's cues are re-drawn exactly as the generator drew them (cues.drawn_cue, deterministic in the
+    seed and clip id), so the reference is exact on the very clips the models are tested on, not an
+    expectation over clips. Empty without a cue plan or without the baseline's test clip ids."""
+    if not cues.is_cue_plan(synth):
+        return pd.DataFrame(columns=["seed", "class", "reference", "acc"])
+    rows = []
+    for metrics, outputs in loaded:
+        if metrics["method"] != BASELINE or "test_clip_ids" not in outputs:
+            continue
+        classes = metrics["classes"]
+        probs = {m: cues.cue_probs(synth, m, len(classes)) for m in cues.MODALITIES}
+        liks = [cues.cue_likelihood(np.ones(len(classes)) if q is None else q) for q in probs.values()]
+        labels = outputs["test_labels"]
+        drawn = [np.array([cues.drawn_cue(synth["seed"], str(i), m, int(y), probs[m])
+                           for i, y in zip(outputs["test_clip_ids"], labels, strict=True)]) for m in cues.MODALITIES]
+        correct = cues.bayes_correct(liks, drawn, labels)
+        rows += [{"seed": int(metrics["seed"]), "class": c, "reference": "bayes",
+                  "acc": float(correct[labels == i].mean()) if (labels == i).any() else np.nan}
+                 for i, c in enumerate(classes)]
+    return pd.DataFrame(rows, columns=["seed", "class", "reference", "acc"])
+
+
 def aggregate(runs: pd.DataFrame, by: tuple[str, ...] = ("method",)) -> pd.DataFrame:
     """Mean, std, count and 95% bootstrap CI over seeds of every numeric measure (long format)."""
     skip = {"seed", *by}
@@ -311,8 +381,11 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
                            np.bincount(loaded[0][1]["test_labels"], minlength=len(first_metrics["classes"])).tolist(),
                            strict=True))
     found = dominance(runs[runs["modalities"].str.contains(r"\+")], margin, modalities) if modalities else {}
+    references = pd.concat([late_fusion_accuracy(loaded), branch_fusion_accuracy(loaded)]
+                           + ([bayes_reference(loaded, params["synth"])] if DATASETS[dataset].synthetic else []),
+                           ignore_index=True)
     claims = findings(dataset, runs, per_class_frame, remedies, converged, modalities, weak if modalities else None,
-                      first_metrics["classes"], test_counts, params)
+                      first_metrics["classes"], test_counts, params, references)
     result = {
         "dataset": dataset, "split": ANALYSIS_SPLIT, "dominance": verdicts(found), "dominance_detail": found,
         "capability": cap,
@@ -332,6 +405,7 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
         "remedies_summary.csv": (aggregate(remedies.drop(columns=["weak"]), by=("method", "remedy")) if len(remedies)
                                  else pd.DataFrame()),
         "capability.csv": capability_per_class(dataset, per_class_frame, runs, params),
+        "references.csv": references,
     }
     for name, frame in tables.items():
         with atomic_path(out_dir / name) as tmp:
@@ -343,8 +417,11 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
 
 def findings(dataset: str, runs: pd.DataFrame, per_class: pd.DataFrame, remedies: pd.DataFrame,
              converged: pd.DataFrame, modalities: list[str], weak: str | None, classes: list[str],
-             test_counts: dict[str, int], params: dict[str, Any]) -> pd.DataFrame:
-    """The paper's claims with verdicts (analysis.findings) and, on synthetic data, the planted truths."""
+             test_counts: dict[str, int], params: dict[str, Any],
+             references: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's claims with verdicts (analysis.findings) and, on synthetic data, the planted truths.
+    references: per seed and class, the late fusion's test accuracy (late_fusion_accuracy), for claim 3 by
+    cost; Holm's correction is applied across the claim-3 comparisons."""
     ok = dict(zip(converged["method"], converged["converged"], strict=True))
     rows: list[dict[str, Any]] = []
     if modalities and weak is not None:
@@ -355,13 +432,141 @@ def findings(dataset: str, runs: pd.DataFrame, per_class: pd.DataFrame, remedies
         rows += fnd.persistence_findings(runs, dominant, weak if dominant == strong else strong, ok)
         rows += fnd.source_findings(runs, dominant, ok)
         rows += fnd.allocation_findings(per_class, remedies, classes, weak, strong, ok, test_counts)
+        rows += cost_findings(dataset, per_class, remedies, references, classes, ok, test_counts, params)
     spec = DATASETS[dataset]
     uni = {m: per_class[per_class["method"] == f"unimodal_{m}"] for m in ("audio", "visual")}
     if spec.synthetic and spec.family == "cremad" and all(len(u) for u in uni.values()):
         measured = {m: u.groupby("class", sort=False)["acc"].mean().reindex(classes).to_numpy() for m, u in uni.items()}
         rec = planted.recovery(params["synth"], measured)
         rows += fnd.planted_findings(planted_truths(rec, per_class, classes))
-    return pd.DataFrame(rows)
+        if cues.is_cue_plan(params["synth"]):
+            rows += fnd.planted_findings(cue_truths(params["synth"], per_class, references, classes))
+    return pd.DataFrame(fnd.holm_claim3(rows))
+
+
+def cue_plan_classes(synth: dict[str, Any], classes: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A cue plan's exact Bayes-optimal accuracies, and the classes where following the modality more capable
+    overall costs more than planted.TIE_MARGIN against the Bayes-optimal fusion (the planted failure classes)."""
+    bayes = cues.bayes_accuracies(synth, len(classes))
+    dominant = max(("audio", "visual"), key=lambda m: float(np.mean(bayes[m])))
+    return bayes, [classes[i] for i in cues.at_risk_classes(bayes, dominant, planted.TIE_MARGIN)]
+
+
+def cost_findings(dataset: str, per_class: pd.DataFrame, remedies: pd.DataFrame, references: pd.DataFrame | None,
+                  classes: list[str], ok: dict[str, bool], test_counts: dict[str, int],
+                  params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Claim 3 by cost (issue 20): where the baseline loses against the late fusion of the unimodal models
+    (and, on a cue plan, the exact Bayes-optimal fusion), the baseline's accuracy there, and each remedy's
+    and method's change against the baseline, overall and on those classes."""
+    base_rows = per_class[per_class["method"] == BASELINE]
+    if base_rows.empty:
+        return []
+    base = base_rows.pivot_table(index="seed", columns="class", values="acc").reindex(columns=classes)
+    uni = {m: per_class[per_class["method"] == f"unimodal_{m}"] for m in ("audio", "visual")}
+    capable, capable_share = None, None
+    if all(len(u) for u in uni.values()) and "reliance_share_audio" in base_rows:
+        diff = (uni["audio"].groupby("class")["acc"].mean() - uni["visual"].groupby("class")["acc"].mean())
+        capable = planted.more_capable(diff.reindex(classes).to_numpy(), planted.TIE_MARGIN).tolist()
+        share = base_rows.groupby("class")["reliance_share_audio"].mean().reindex(classes).to_numpy()
+        capable_share = np.where(np.array(capable) == "visual", 1 - share, share)
+    rows, measured_on, selection, where = [], [], "", "where the baseline loses against the late fusion"
+    cost = late_fusion_cost(per_class, references, classes)
+    if cost is not None:
+        rows.append(fnd.failure_mode_finding(classes, cost, "late fusion of the unimodal models (fit on validation)",
+                                             capable_share, capable))
+        measured_on = [classes[i] for i in cost["under_used"]]
+        selection = "classes where the baseline loses against the late fusion, selected on the same test clips"
+    own = (references[references["reference"] == "branch_fusion"] if references is not None and len(references)
+           else pd.DataFrame())
+    if len(own):                # the baseline's own encoders with a re-fit allocation: the decision layer's cost
+        reference = own.pivot_table(index="seed", columns="class", values="acc").reindex(index=base.index,
+                                                                                         columns=classes)
+        rows.append(fnd.failure_mode_finding(
+            classes, fnd.under_use_by_cost(base.to_numpy(), reference.to_numpy()),
+            "its own branches fused with temperatures fit on validation", capable_share, capable))
+    spec = DATASETS[dataset]
+    if spec.synthetic and cues.is_cue_plan(params["synth"]):
+        _, planted_classes = cue_plan_classes(params["synth"], classes)
+        cost, label = bayes_cost(params["synth"], per_class, references, classes)
+        rows.append(fnd.failure_mode_finding(classes, cost, label, capable_share, capable))
+        measured_on, selection = planted_classes, "the planted failure classes (exact, chosen before any run)"
+        where = "the planted failure classes"
+    if measured_on:
+        values = base[measured_on].mean(axis=1).to_numpy(float)
+        result = fnd._test(values) | {"p": float("nan"), "verdict": "-",
+                                      "reason": f"the ceiling a remedy can win against; {selection}"}
+        clips = sum(test_counts.get(c, 0) for c in measured_on)
+        rows.append(fnd._row("3. the baseline where claim 3 is measured", BASELINE,
+                             f"accuracy on {', '.join(measured_on)} ({clips} test clips); overall "
+                             f"{float(base.mean(axis=1).mean()):.3f}", result))
+    candidates: dict[str, pd.DataFrame] = {}
+    converged: dict[str, bool] = {}
+    if len(remedies):
+        rem = remedies[(remedies["method"] == BASELINE) & (remedies["remedy"] != "none")]
+        for name, group in rem.groupby("remedy", sort=True):
+            table = group.set_index("seed")[[f"class_acc_{i}" for i in range(len(classes))]]
+            table.columns = classes
+            candidates[f"remedy: {name}"] = table
+            converged[f"remedy: {name}"] = ok.get(BASELINE, False)
+    joint = per_class[(per_class["method"] != BASELINE) & ~per_class["method"].str.startswith("unimodal_")]
+    for method, group in joint.groupby("method", sort=True):
+        candidates[f"method: {method}"] = group.pivot_table(index="seed", columns="class",
+                                                            values="acc").reindex(columns=classes)
+        converged[f"method: {method}"] = ok.get(str(method), False) and ok.get(BASELINE, False)
+    return rows + fnd.recovery_findings(base, candidates, classes, measured_on, converged, test_counts, where)
+
+
+def late_fusion_cost(per_class: pd.DataFrame, references: pd.DataFrame | None,
+                     classes: list[str]) -> dict[str, np.ndarray] | None:
+    """findings.under_use_by_cost of the baseline against the late fusion, same seeds; None without both."""
+    base_rows = per_class[per_class["method"] == BASELINE]
+    if references is None or references.empty or base_rows.empty:
+        return None
+    base = base_rows.pivot_table(index="seed", columns="class", values="acc").reindex(columns=classes)
+    lf = references[references["reference"] == "late_fusion"]
+    if lf.empty:                # no pair of unimodal models to fuse
+        return None
+    lf = lf.pivot_table(index="seed", columns="class", values="acc").reindex(index=base.index, columns=classes)
+    return fnd.under_use_by_cost(base.to_numpy(), lf.to_numpy())
+
+
+def bayes_cost(synth: dict[str, Any], per_class: pd.DataFrame, references: pd.DataFrame | None,
+               classes: list[str]) -> tuple[dict[str, np.ndarray], str] | None:
+    """findings.under_use_by_cost of the baseline against a cue plan's Bayes-optimal fusion: realised on the
+    same test clips when references holds it (bayes_reference), else its expectation over clips."""
+    base_rows = per_class[per_class["method"] == BASELINE]
+    if base_rows.empty:
+        return None
+    base = base_rows.pivot_table(index="seed", columns="class", values="acc").reindex(columns=classes)
+    realised = (references[references["reference"] == "bayes"] if references is not None and len(references)
+                else pd.DataFrame())
+    if len(realised):
+        reference = realised.pivot_table(index="seed", columns="class", values="acc").reindex(
+            index=base.index, columns=classes).to_numpy()
+        label = "the Bayes-optimal fusion on the same test clips (exact)"
+    else:
+        reference = cues.bayes_accuracies(synth, len(classes))["fused"]
+        label = "the Bayes-optimal fusion (exact expectation over clips)"
+    return fnd.under_use_by_cost(base.to_numpy(), reference), label
+
+
+def cue_truths(synth: dict[str, Any], per_class: pd.DataFrame, references: pd.DataFrame | None,
+               classes: list[str]) -> dict[str, dict[str, Any]]:
+    """A cue plan's planted failure classes against the classes where the baseline loses against the
+    Bayes-optimal fusion (the planted reference): recovered when it loses significantly on every planted
+    class and on no other."""
+    _, planted_classes = cue_plan_classes(synth, classes)
+    found_cost = bayes_cost(synth, per_class, references, classes)
+    if found_cost is None:
+        return {}
+    cost, _ = found_cost
+    found = [classes[i] for i in cost["under_used"]]
+    return {"failure classes (exact plan)": {
+        "recovered": set(found) == set(planted_classes),
+        "evidence": f"planted {', '.join(planted_classes) or 'none'}; baseline loses on {', '.join(found) or 'none'}",
+        "reason": "classes where the Bayes-optimal fusion beats the overall more capable modality alone by more "
+                  f"than {planted.TIE_MARGIN} (analysis.cues), against those the baseline loses to the Bayes-optimal "
+                  "fusion (Holm over classes, p < 0.05)"}}
 
 
 def planted_truths(rec: planted.Recovery, per_class: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, Any]]:

@@ -111,3 +111,19 @@ def welch_p(mean_a: float, se_a: float, n_a: int, mean_b: float, se_b: float, n_
     t = (mean_a - mean_b) / math.sqrt(var)
     df = var ** 2 / (se_a ** 4 / (n_a - 1) + se_b ** 4 / (n_b - 1))     # Welch-Satterthwaite
     return incomplete_beta(df / 2, 0.5, df / (df + t * t))
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate at alpha when
+    every adjusted p < alpha is rejected): the k-th smallest p times (m - k + 1), made non-decreasing, capped
+    at 1. NaN p-values (comparisons that could not be made) stay NaN and do not count in m."""
+    p = np.asarray(p, float)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    if not m:
+        return out
+    order = valid[np.argsort(p[valid], kind="stable")]
+    adjusted = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
+    out[order] = adjusted
+    return out

@@ -17,6 +17,7 @@ H.264 + AAC, 10 s, clip ids and classes taken from the real Kinetics-Sounds spli
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import tempfile
@@ -90,6 +91,51 @@ def class_snr_offsets(params: dict[str, Any], modality: str, num_classes: int) -
     if not np.all(np.isfinite(offsets)):
         raise ParamsError(f"synth.{offset_key(modality)}: offsets must be finite, got {values!r}")
     return offsets
+
+
+def cue_key(modality: str) -> str:
+    return f"{modality}_class_cue_prob"
+
+
+def class_cue_probs(params: dict[str, Any], modality: str, num_classes: int) -> np.ndarray | None:
+    """The per-class probabilities that a clip carries its own class's cue in a modality; None when the key
+    is absent, null or an empty list (every clip carries its own class's cue: no draw, today's bytes).
+
+    Raises ParamsError naming the key when the list does not hold one probability in [0, 1] per class."""
+    values = params.get(cue_key(modality)) or []
+    if not values:
+        return None
+    if len(values) != num_classes:
+        raise ParamsError(
+            f"synth.{cue_key(modality)}: {len(values)} values given, but the dataset has {num_classes} classes; "
+            f"give one probability per class in label order (CREMA-D: {', '.join(CREMAD_EMOTIONS)}), or [] for none")
+    try:
+        probs = np.array([float(v) for v in values])
+    except (TypeError, ValueError):
+        raise ParamsError(f"synth.{cue_key(modality)}: expected probabilities, got {values!r}") from None
+    if not np.all((probs >= 0) & (probs <= 1)):
+        raise ParamsError(f"synth.{cue_key(modality)}: probabilities must lie in [0, 1], got {values!r}")
+    return probs
+
+
+def cue_label(params: dict[str, Any], modality: str, clip: SynthClip) -> int:
+    """The class whose cue the clip carries in a modality: its own with probability q_c, else another class
+    drawn uniformly. Its own random stream (clip id + "/cue/<modality>"), so the rendering streams, and with
+    no probabilities set the bytes, are those of a clip without corruption."""
+    probs = class_cue_probs(params, modality, clip.num_classes)
+    if probs is None:
+        return clip.label
+    rng = clip_rng(params["seed"], f"{clip.clip_id}/cue/{modality}")
+    if rng.random() < probs[clip.label]:
+        return clip.label
+    other = int(rng.integers(clip.num_classes - 1))
+    return other + (other >= clip.label)                 # uniform over the classes other than its own
+
+
+def cue_clip(params: dict[str, Any], modality: str, clip: SynthClip) -> SynthClip:
+    """The clip as a modality renders it: the cue's class in place of the label (nuisances unchanged)."""
+    label = cue_label(params, modality, clip)
+    return clip if label == clip.label else dataclasses.replace(clip, label=label)
 
 
 def class_snr_db(params: dict[str, Any], modality: str, label: int, num_classes: int) -> tuple[float, float]:
@@ -318,10 +364,13 @@ def write_video(path: Path, frames: Iterator[np.ndarray], audio_path: Path, fmt:
 def write_cremad_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> str:
     wav_path = root / "AudioWAV" / f"{clip.clip_id}.wav"
     flv_path = root / "VideoFlash" / f"{clip.clip_id}.flv"
-    audio_db, audio_offset = class_snr_db(params, "audio", clip.label, clip.num_classes)
-    write_wav(wav_path, render_audio(clip, audio_db, params["seed"], audio_offset))
-    visual_db, visual_offset = class_snr_db(params, "visual", clip.label, clip.num_classes)
-    frames = render_frames(clip, visual_db, params["seed"], CREMAD_VIDEO, visual_offset)
+    # A corrupted cue is rendered as a clip of the cue's class, with that class's offset: the modality's
+    # observation then depends on the cue alone, so the planted Bayes accuracies are exact.
+    audio_clip, visual_clip = cue_clip(params, "audio", clip), cue_clip(params, "visual", clip)
+    audio_db, audio_offset = class_snr_db(params, "audio", audio_clip.label, clip.num_classes)
+    write_wav(wav_path, render_audio(audio_clip, audio_db, params["seed"], audio_offset))
+    visual_db, visual_offset = class_snr_db(params, "visual", visual_clip.label, clip.num_classes)
+    frames = render_frames(visual_clip, visual_db, params["seed"], CREMAD_VIDEO, visual_offset)
     write_video(flv_path, frames, wav_path, CREMAD_VIDEO)
     return clip.clip_id
 
@@ -353,10 +402,11 @@ def write_kinetics_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> 
     video.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=video.parent, prefix=".audio-") as tmp:
         wav_path = Path(tmp) / "audio.wav"
-        audio_db, audio_offset = class_snr_db(params, "audio", clip.label, clip.num_classes)
-        write_wav(wav_path, render_audio(clip, audio_db, params["seed"], audio_offset))
-        visual_db, visual_offset = class_snr_db(params, "visual", clip.label, clip.num_classes)
-        frames = render_frames(clip, visual_db, params["seed"], KINETICS_VIDEO, visual_offset)
+        audio_clip, visual_clip = cue_clip(params, "audio", clip), cue_clip(params, "visual", clip)
+        audio_db, audio_offset = class_snr_db(params, "audio", audio_clip.label, clip.num_classes)
+        write_wav(wav_path, render_audio(audio_clip, audio_db, params["seed"], audio_offset))
+        visual_db, visual_offset = class_snr_db(params, "visual", visual_clip.label, clip.num_classes)
+        frames = render_frames(visual_clip, visual_db, params["seed"], KINETICS_VIDEO, visual_offset)
         write_video(video, frames, wav_path, KINETICS_VIDEO)
     return clip.clip_id
 
@@ -385,6 +435,7 @@ def generate(root: str | Path, params: dict[str, Any], layout: str = "cremad", w
         raise DataError(f"unknown synthetic layout {layout!r}: cremad or kinetics")
     for modality in MODALITIES:                 # fail before starting the workers
         class_snr_offsets(params, modality, clips[0].num_classes if clips else len(CREMAD_EMOTIONS))
+        class_cue_probs(params, modality, clips[0].num_classes if clips else len(CREMAD_EMOTIONS))
     with process_pool(workers) as pool:
         list(pool.map(write, [root] * len(clips), clips, [params] * len(clips), chunksize=2))
     return clips

@@ -164,6 +164,9 @@ def findings_table(a: DatasetAnalysis) -> pd.DataFrame:
         rows.append({"claim": r["claim"], "subject": r["subject"], "evidence": r["evidence"],
                      "effect [95% t-interval over seeds]": effect,
                      "t-test p": "–" if pd.isna(r.get("p")) else f"{r['p']:.3g}",
+                     # Holm's correction across every claim-3 comparison (findings.holm_claim3): the p the
+                     # claim-3 verdicts are decided on.
+                     "Holm p (claim-3 family)": "–" if pd.isna(r.get("p_holm")) else f"{r['p_holm']:.3g}",
                      "seeds": "–" if pd.isna(r.get("n_seeds")) else int(r["n_seeds"]),
                      "verdict": r["verdict"], "why": r["reason"]})
     return pd.DataFrame(rows)
