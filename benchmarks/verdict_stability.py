@@ -26,7 +26,7 @@ from avbias.analysis.stats import t_test_p
 def per_seed_values(runs: pd.DataFrame, dominant: str) -> dict[str, np.ndarray]:
     """Per conclusion, the per-seed values its t-test is run on (null 0): dominance shares of the leaning
     modality minus 1/2, the persistence share minus 1/2, the paired shift from the baseline, and claim 2."""
-    joint = runs[runs["modalities"].str.contains(r"\+")]
+    joint = runs[fnd.is_joint(runs["modalities"])]
     modalities = joint["modalities"].iloc[0].split("+")
     out = {}
     for method, group in joint.groupby("method"):

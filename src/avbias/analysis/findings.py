@@ -24,6 +24,11 @@ ALPHA = 0.05
 MIN_SEEDS = 3
 CONVERGED_RISE = 0.02          # accuracy may rise by less than 2 points over the last quarter of the epochs
 BASELINE = "baseline"
+
+
+def is_joint(modalities: pd.Series) -> pd.Series:
+    """Rows of a runs table (column `modalities`, e.g. "audio+visual") that are joint models."""
+    return modalities.str.contains("+", regex=False)
 ALLOCATIONS = {"class_weights": "remedy: per-class modality weights fit on validation",
                "adaptive_fusion": "method: adaptive_fusion (allocation learnt in training)"}
 
@@ -116,7 +121,7 @@ def persistence_findings(runs: pd.DataFrame, dominant: str, weak: str,
     Beside it, each method's shift from the baseline: the same share minus the baseline's, paired over seeds
     (towards the weak modality, towards the dominant one, or inconclusive)."""
     rows = []
-    joint = runs[runs["modalities"].str.contains(r"\+")]
+    joint = runs[is_joint(runs["modalities"])]
     base = joint[joint["method"] == BASELINE]
     for method, group in joint.groupby("method", sort=True):
         measure = ("centred_logit_share" if group["centred_logit_share"].notna().any() else "decides_share")

@@ -25,7 +25,7 @@ from avbias.io import atomic_path, read_json, write_json
 log = logging.getLogger(__name__)
 
 ANALYSIS_SPLIT = "test"
-BASELINE = "baseline"
+BASELINE = fnd.BASELINE
 # Bias measures compared across methods (the first modality's share, or a ratio first/second).
 PERSISTENCE_MEASURES = ("weight_share", "logit_share", "centred_logit_share", "decides_share", "shapley_feature_share",
                         "shapley_input_share", "feature_norm_ratio")
@@ -268,7 +268,7 @@ def aggregate(runs: pd.DataFrame, by: tuple[str, ...] = ("method",)) -> pd.DataF
 def persistence(runs: pd.DataFrame) -> pd.DataFrame:
     """Each bias measure by joint method: mean, std, CI over seeds, and the paired (same seeds) exact
     sign-flip test against the baseline."""
-    joint = runs[runs["modalities"].str.contains(r"\+")]
+    joint = runs[fnd.is_joint(runs["modalities"])]
     base = joint[joint["method"] == BASELINE].set_index("seed")
     rows = []
     for measure in PERSISTENCE_MEASURES:
@@ -362,7 +362,7 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
     runs = pd.DataFrame(rows)
     margin = params["analysis"]["dominance_margin"]
     cap = capability(runs, margin)
-    joint = runs[runs["modalities"].str.contains(r"\+")]
+    joint = runs[fnd.is_joint(runs["modalities"])]
     modalities = joint["modalities"].iloc[0].split("+") if len(joint) else []
     if cap["stronger"] in modalities:
         weak = next(m for m in modalities if m != cap["stronger"])
@@ -380,7 +380,7 @@ def analyse_dataset(dataset: str, run_dirs: list[Path], out_dir: Path, params: d
     test_counts = dict(zip(first_metrics["classes"],
                            np.bincount(loaded[0][1]["test_labels"], minlength=len(first_metrics["classes"])).tolist(),
                            strict=True))
-    found = dominance(runs[runs["modalities"].str.contains(r"\+")], margin, modalities) if modalities else {}
+    found = dominance(runs[fnd.is_joint(runs["modalities"])], margin, modalities) if modalities else {}
     references = pd.concat([late_fusion_accuracy(loaded), branch_fusion_accuracy(loaded)]
                            + ([bayes_reference(loaded, params["synth"])] if DATASETS[dataset].synthetic else []),
                            ignore_index=True)
