@@ -19,31 +19,19 @@ Pure: numpy only. Classes in label order.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from avbias.errors import ParamsError
+from avbias.data.class_plan import cue_key, cue_probs, drawn_cue  # noqa: F401 (drawn_cue: runs.py reads it here)
 
 MODALITIES = ("audio", "visual")
 
 
-def cue_probs(synth: Mapping[str, Any], modality: str, num_classes: int) -> np.ndarray | None:
-    """synth.<modality>_class_cue_prob as an array, or None when the plan sets none (no corruption)."""
-    key = f"{modality}_class_cue_prob"
-    values = synth.get(key) or []
-    if not len(values):
-        return None
-    if len(values) != num_classes:
-        raise ParamsError(f"synth.{key}: {len(values)} values given, but the dataset has {num_classes} classes")
-    return np.asarray(values, dtype=float)
-
-
 def is_cue_plan(synth: Mapping[str, Any]) -> bool:
     """Whether the plan corrupts cues in at least one modality (its truths are then exact)."""
-    return any(synth.get(f"{m}_class_cue_prob") for m in MODALITIES)
+    return any(synth.get(cue_key(m)) for m in MODALITIES)
 
 
 def cue_likelihood(q: np.ndarray) -> np.ndarray:
@@ -109,15 +97,3 @@ def bayes_correct(likelihoods: list[np.ndarray], cues: list[np.ndarray], labels:
     return wins[np.arange(len(labels)), labels] / wins.sum(1)
 
 
-def drawn_cue(seed: int, clip_id: str, modality: str, label: int, q: np.ndarray | None) -> int:
-    """The class whose cue a clip carries in a modality, drawn exactly as the generator draws it
-    (data.synthetic.cue_label: its own stream [seed, crc32(clip id + "/cue/<modality>")]), so the analysis
-    can recompute each test clip's cues without importing the generator (a separate DVC stage; their
-    equality is tested)."""
-    if q is None:
-        return label
-    rng = np.random.default_rng([seed, zlib.crc32(f"{clip_id}/cue/{modality}".encode())])
-    if rng.random() < q[label]:
-        return label
-    other = int(rng.integers(len(q) - 1))
-    return other + (other >= label)

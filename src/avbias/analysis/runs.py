@@ -180,6 +180,16 @@ def apply_remedies(metrics: dict[str, Any], outputs: dict[str, np.ndarray], weak
     return rows
 
 
+def _late_fusion_rows(seed: int, classes: list[str], reference: str, val_logits: dict[str, np.ndarray],
+                      val_labels: np.ndarray, test_logits: dict[str, np.ndarray],
+                      test_labels: np.ndarray) -> list[dict[str, Any]]:
+    """Per-class test accuracy of a late fusion fit on validation (remedies.late_fusion), as reference rows."""
+    logits = late_fusion(val_logits, val_labels, test_logits)
+    acc = per_class_accuracy(logits.argmax(1), test_labels, len(classes))
+    return [{"seed": seed, "class": c, "reference": reference, "acc": float(a)}
+            for c, a in zip(classes, acc, strict=True)]
+
+
 def late_fusion_accuracy(loaded: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> pd.DataFrame:
     """Per seed and class, the test accuracy of the late fusion of that seed's unimodal models, fit on
     validation (remedies.late_fusion): the reachable reference the baseline's per-class accuracy is held
@@ -200,11 +210,9 @@ def late_fusion_accuracy(loaded: list[tuple[dict[str, Any], dict[str, np.ndarray
         if any(not np.array_equal(o["test_labels"], first["test_labels"])
                or not np.array_equal(o["val_labels"], first["val_labels"]) for o in runs.values()):
             continue                                    # not the same clips: no paired fusion
-        logits = late_fusion({m: o["val_logits"] for m, o in runs.items()}, first["val_labels"],
-                             {m: o["test_logits"] for m, o in runs.items()})
-        acc = per_class_accuracy(logits.argmax(1), first["test_labels"], len(classes))
-        rows += [{"seed": seed, "class": c, "reference": "late_fusion", "acc": float(a)}
-                 for c, a in zip(classes, acc, strict=True)]
+        rows += _late_fusion_rows(seed, classes, "late_fusion", {m: o["val_logits"] for m, o in runs.items()},
+                                  first["val_labels"], {m: o["test_logits"] for m, o in runs.items()},
+                                  first["test_labels"])
     return pd.DataFrame(rows, columns=["seed", "class", "reference", "acc"])
 
 
@@ -218,11 +226,9 @@ def branch_fusion_accuracy(loaded: list[tuple[dict[str, Any], dict[str, np.ndarr
         if metrics["method"] != BASELINE or len(modalities) < 2 or "val_labels" not in outputs \
                 or any(f"val_logits_{m}" not in outputs for m in modalities):
             continue
-        logits = late_fusion({m: outputs[f"val_logits_{m}"] for m in modalities}, outputs["val_labels"],
-                             {m: outputs[f"test_logits_{m}"] for m in modalities})
-        acc = per_class_accuracy(logits.argmax(1), outputs["test_labels"], len(metrics["classes"]))
-        rows += [{"seed": int(metrics["seed"]), "class": c, "reference": "branch_fusion", "acc": float(a)}
-                 for c, a in zip(metrics["classes"], acc, strict=True)]
+        rows += _late_fusion_rows(int(metrics["seed"]), metrics["classes"], "branch_fusion",
+                                  {m: outputs[f"val_logits_{m}"] for m in modalities}, outputs["val_labels"],
+                                  {m: outputs[f"test_logits_{m}"] for m in modalities}, outputs["test_labels"])
     return pd.DataFrame(rows, columns=["seed", "class", "reference", "acc"])
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from avbias.data.class_plan import cue_probs, drawn_cue, per_class_values
 from avbias.data.datasets import CREMAD_EMOTIONS, CREMAD_FIRST_ACTOR, CREMAD_SENTENCES
 from avbias.errors import DataError, ParamsError
 from avbias.ffmpeg import ffmpeg_exe
@@ -74,62 +75,23 @@ def offset_key(modality: str) -> str:
 
 
 def class_snr_offsets(params: dict[str, Any], modality: str, num_classes: int) -> np.ndarray:
-    """The per-class dB offsets of a modality (zeros when the key is absent, null or an empty list).
-
-    Raises ParamsError naming the key when the list does not hold one number per class."""
-    values = params.get(offset_key(modality)) or []
-    if not values:
+    """The per-class dB offsets of a modality (zeros when the key is absent, null or an empty list)."""
+    offsets = per_class_values(params, offset_key(modality), num_classes, "dB offset")
+    if offsets is None:
         return np.zeros(num_classes)
-    if len(values) != num_classes:
-        raise ParamsError(
-            f"synth.{offset_key(modality)}: {len(values)} values given, but the dataset has {num_classes} classes; "
-            f"give one dB offset per class in label order (CREMA-D: {', '.join(CREMAD_EMOTIONS)}), or [] for none")
-    try:
-        offsets = np.array([float(v) for v in values])
-    except (TypeError, ValueError):
-        raise ParamsError(f"synth.{offset_key(modality)}: expected numbers (dB), got {values!r}") from None
     if not np.all(np.isfinite(offsets)):
-        raise ParamsError(f"synth.{offset_key(modality)}: offsets must be finite, got {values!r}")
+        raise ParamsError(f"synth.{offset_key(modality)}: offsets must be finite, got {offsets.tolist()!r}")
     return offsets
 
 
-def cue_key(modality: str) -> str:
-    return f"{modality}_class_cue_prob"
-
-
-def class_cue_probs(params: dict[str, Any], modality: str, num_classes: int) -> np.ndarray | None:
-    """The per-class probabilities that a clip carries its own class's cue in a modality; None when the key
-    is absent, null or an empty list (every clip carries its own class's cue: no draw, today's bytes).
-
-    Raises ParamsError naming the key when the list does not hold one probability in [0, 1] per class."""
-    values = params.get(cue_key(modality)) or []
-    if not values:
-        return None
-    if len(values) != num_classes:
-        raise ParamsError(
-            f"synth.{cue_key(modality)}: {len(values)} values given, but the dataset has {num_classes} classes; "
-            f"give one probability per class in label order (CREMA-D: {', '.join(CREMAD_EMOTIONS)}), or [] for none")
-    try:
-        probs = np.array([float(v) for v in values])
-    except (TypeError, ValueError):
-        raise ParamsError(f"synth.{cue_key(modality)}: expected probabilities, got {values!r}") from None
-    if not np.all((probs >= 0) & (probs <= 1)):
-        raise ParamsError(f"synth.{cue_key(modality)}: probabilities must lie in [0, 1], got {values!r}")
-    return probs
+# The generator's name for it (the analysis reads the same plan through avbias.data.class_plan).
+class_cue_probs = cue_probs
 
 
 def cue_label(params: dict[str, Any], modality: str, clip: SynthClip) -> int:
-    """The class whose cue the clip carries in a modality: its own with probability q_c, else another class
-    drawn uniformly. Its own random stream (clip id + "/cue/<modality>"), so the rendering streams, and with
-    no probabilities set the bytes, are those of a clip without corruption."""
-    probs = class_cue_probs(params, modality, clip.num_classes)
-    if probs is None:
-        return clip.label
-    rng = clip_rng(params["seed"], f"{clip.clip_id}/cue/{modality}")
-    if rng.random() < probs[clip.label]:
-        return clip.label
-    other = int(rng.integers(clip.num_classes - 1))
-    return other + (other >= clip.label)                 # uniform over the classes other than its own
+    """The class whose cue the clip carries in a modality (class_plan.drawn_cue)."""
+    return drawn_cue(params["seed"], clip.clip_id, modality, clip.label,
+                     cue_probs(params, modality, clip.num_classes))
 
 
 def cue_clip(params: dict[str, Any], modality: str, clip: SynthClip) -> SynthClip:
