@@ -31,7 +31,7 @@ demo: install
 
 # The demo again with 2 threads per training job, then `avbias compare-verdicts`: a non-zero exit on a
 # contradiction or an estimate that moved beyond seed noise; verdicts that only straddle p = 0.05 are listed
-# (src/avbias/compare.py says why). With oneDNN off too, prefix AVBIAS_ONEDNN=0 (on 2 cores that made a
+# (src/avbias/analyse/compare.py says why). With oneDNN off too, prefix AVBIAS_ONEDNN=0 (on 2 cores that made a
 # visual-only epoch about 20x slower, so not by default).
 demo-check: demo
 	$(BIN)/snakemake all --cores all $(DEMO) config/demo_check.yaml

@@ -8,7 +8,7 @@ import sys
 from snakemake.utils import min_version
 
 from avbias.config import validate_params
-from avbias.data.plan import acquisition_note
+from avbias.acquire.plan import acquisition_note
 from avbias.models.weights import check_pretrained
 
 min_version("9.0")

@@ -10,8 +10,8 @@ import pandas as pd
 
 def cremad_table(root: Path, synth: dict, clips: int, workers: int, repeat: int = 1) -> pd.DataFrame:
     """Generate about `clips` clips (whole actors) under root; list each `repeat` times under distinct ids."""
-    from avbias.data import cremad, synthetic
-    from avbias.data.datasets import CREMAD_EMOTIONS
+    from avbias.acquire import cremad, synthetic
+    from avbias.datasets import CREMAD_EMOTIONS
 
     actors = max(1, clips // (6 * synth["num_sentences"]))
     plan = synthetic.generate(root, {**synth, "num_actors": actors}, "cremad", workers=workers)
@@ -25,8 +25,8 @@ def random_features(out: Path, clips: int, spec_shape: tuple[int, int], frame_si
     """Feature shards of random content with real shapes (train/val/test 80/10/10), as the extract stage writes."""
     import numpy as np
 
-    from avbias.features.shards import MANIFEST, write_shard
     from avbias.io import write_json
+    from avbias.shards import MANIFEST, write_shard
 
     rng = np.random.default_rng(0)
     split = np.where(np.arange(clips) % 10 == 8, "val", np.where(np.arange(clips) % 10 == 9, "test", "train"))

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avbias.acquire import synthetic
 from avbias.config import REPO_ROOT, load_params
-from avbias.data import synthetic
-from avbias.features.decode import decode_audio, read_frames
-from avbias.features.extract import recipe_for
-from avbias.features.spectrogram import audio_features
+from avbias.extract.decode import decode_audio, read_frames
+from avbias.extract.features import recipe_for
+from avbias.extract.spectrogram import audio_features
 
 
 def seek_frames(path: Path, num_frames: int, size: int) -> np.ndarray:

@@ -26,8 +26,8 @@ import psutil
 from _common import cremad_table
 
 from avbias.config import REPO_ROOT, deep_merge, load_params
-from avbias.data.datasets import CREMAD_EMOTIONS
-from avbias.features.extract import extract_features
+from avbias.datasets import CREMAD_EMOTIONS
+from avbias.extract.features import extract_features
 
 
 def child(table_path: str, out: str, workers: int, frame_size: int) -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 from _common import cremad_table
 
+from avbias.acquire import kinetics_sounds, synthetic
 from avbias.config import REPO_ROOT, deep_merge, load_params
-from avbias.data import kinetics_sounds, synthetic
-from avbias.data.datasets import CREMAD_EMOTIONS
-from avbias.features.extract import extract_features
+from avbias.datasets import CREMAD_EMOTIONS
+from avbias.extract.features import extract_features
 from avbias.ffmpeg import ffmpeg_exe
 
 

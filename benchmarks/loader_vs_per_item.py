@@ -3,7 +3,7 @@
 Per-item baseline (written here, after OGM-GE's CREMA-D dataset): every __getitem__ reads the wav, resamples
 it to 22,050 Hz, tiles it to 3 s, computes the log |STFT| (n_fft 512, hop 353), reads one JPEG frame
 (pre-extracted, as OGM-GE does, untimed), applies RandomResizedCrop 224 + flip + ImageNet normalisation;
-a torch DataLoader batches it. avbias: the training loader (`avbias.loader.BatchStream`, split held in
+a torch DataLoader batches it. avbias: the training loader (`avbias.train.loader.BatchStream`, split held in
 memory, on the GPU when there is one) and its batched augmentation (`visual_inputs`: frame window,
 RandomResizedCrop 224 + flip as one grid_sample, normalisation), spectrograms cast to float32.
 Both: batch 64, the same worker count for the baseline's DataLoader, samples/s over 2 epochs after a warm-up.
@@ -29,7 +29,7 @@ import torch
 import torchaudio
 from _common import cremad_table, random_features
 
-from avbias.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
+from avbias.train.loader import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchStream, visual_inputs
 
 SIZE = 224
 
@@ -106,8 +106,8 @@ def random_items(tmp: Path, n: int) -> list[tuple[str, list[str], int]]:
 def extracted_items(tmp: Path, clips: int, repeat: int, workers: int) -> list[tuple[str, list[str], int]]:
     """Synthetic CREMA-D-format clips extracted into shards; OGM-GE-style JPEG frames for the baseline."""
     from avbias.config import REPO_ROOT, deep_merge, load_params
-    from avbias.data.datasets import CREMAD_EMOTIONS
-    from avbias.features.extract import extract_features
+    from avbias.datasets import CREMAD_EMOTIONS
+    from avbias.extract.features import extract_features
 
     params = load_params(REPO_ROOT / "params.yaml")
     params["extract"] = deep_merge(params["extract"], {"frame_size": SIZE, "shard_size": 128})

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from avbias.analysis import findings as fnd
-from avbias.analysis.stats import incomplete_beta
+from avbias.analyse import findings as fnd
+from avbias.analyse.stats import incomplete_beta
 
 MEASURED_ROW = "3. the baseline where claim 3 is measured"
 

@@ -10,7 +10,7 @@ content (speed does not depend on it). Model and schedule: params.yaml (ResNet18
     (the same model's forward + backward + step on one batch already prepared on the device, as many steps as
     the epoch has); FLOPs of one floor step (torch.utils.flop_counter) give the achieved TFLOP/s.
 (b) packed: N = 1, 2, 4, 8 training processes started together on the device, each claiming a slot
-    (avbias.gpu: --gpu-slots N, memory bounded to 1/N) and training `--pack-epochs` epochs of the baseline with
+    (avbias.train.gpu: --gpu-slots N, memory bounded to 1/N) and training `--pack-epochs` epochs of the baseline with
     validation and test every epoch (what an epoch of a study run costs). Aggregate epochs per hour: from the
     wall time of the pack (start-up and warm-up included: pessimistic) and from each run's last epoch (steady
     state: what 100-epoch runs see).
@@ -121,7 +121,7 @@ def measure_alone(name: str, features: Path, params: dict[str, Any], compiled_fl
     from torch.utils.flop_counter import FlopCounterMode
 
     from avbias.methods import create_method
-    from avbias.train import Trainer
+    from avbias.train.loop import Trainer
 
     method = create_method(name, params, "cremad")
     torch.manual_seed(0)
@@ -197,10 +197,10 @@ def part_alone(features: Path, params: dict[str, Any], methods: list[str], clock
 def child(args: argparse.Namespace) -> None:
     """One packed training process: what `avbias train --gpus 1 --gpu-slots N` does (claim, then train)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from avbias.gpu import claim_gpu
+    from avbias.train.gpu import claim_gpu
 
     claim_gpu(1, args.slots)                                      # before torch initialises CUDA
-    from avbias.train import train_run
+    from avbias.train.loop import train_run
 
     params = json.loads(Path(args.params_file).read_text())
     train_run("cremad", args.method, args.seed, args.features, args.run_out, params, threads=args.threads)

@@ -4,7 +4,7 @@
 # CREMA-D-shaped synthetic feature set (7,442 clips, 257x188 float16 spectrograms, extract.cremad.num_frames
 # frames of 224 px), then (a) one run alone per method: real loop vs compute floor, GFLOP/step, achieved
 # TFLOP/s against the bf16 peak; (b) 1, 2, 4, 8 baseline runs packed on the GPU through the slot mechanism
-# (avbias.gpu): aggregate epochs per hour; and the default study's GPU-hours projected from both. torch.compile
+# (avbias.train.gpu): aggregate epochs per hour; and the default study's GPU-hours projected from both. torch.compile
 # (c) is not measured (see benchmarks/study_gpu.py). Results: OUT_DIR/study_gpu.txt, OUT_DIR/study_gpu.json and
 # the packed runs' logs.   Usage: bash benchmarks/study_gpu.sh [OUT_DIR] [extra study_gpu.py args, e.g. --smoke]
 set -euo pipefail

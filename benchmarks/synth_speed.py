@@ -5,7 +5,7 @@ already on disk, one process at a time. Generator: `write_cremad_clip` on the sa
 (render audio and frames in Python, write the wav, pipe the frames to ffmpeg). Also reported: the Python
 rendering alone (audio + frames, no encoding). Ratio = generator / floor (lower is better; 1.0 would mean
 rendering costs nothing beyond encoding). `--baseline REV` also times the generator of a git revision
-(its src/avbias/data/synthetic.py, loaded beside the current one) on the same clips.
+(its src/avbias/acquire/synthetic.py, loaded beside the current one) on the same clips.
 
     python benchmarks/synth_speed.py --clips 24 [--baseline HEAD] [--out /tmp/issue15_bench.md]
 """
@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from avbias.acquire import synthetic
 from avbias.config import REPO_ROOT, read_yaml
-from avbias.data import synthetic
 
 
 def load_revision(rev: str, folder: Path) -> ModuleType:
-    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{rev}:src/avbias/data/synthetic.py"],
+    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{rev}:src/avbias/acquire/synthetic.py"],
                             check=True, capture_output=True, text=True).stdout
     path = folder / "synthetic_baseline.py"
     path.write_text(source)

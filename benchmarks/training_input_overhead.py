@@ -1,6 +1,6 @@
 """Benchmark: input overhead of the real training loop against the compute floor, same model, same run.
 
-Loop: `avbias.train.Trainer.train_epoch` (the loop every method uses: batches from the loader, frame window,
+Loop: `avbias.train.loop.Trainer.train_epoch` (the loop every method uses: batches from the loader, frame window,
 RandomResizedCrop + flip, normalisation, forward, backward, SGD step; bf16 + channels_last on a GPU). Floor:
 the same number of steps of the same model on one batch already prepared on the device. Ratio = loop / floor
 (target <= 1.1). Random shards with real shapes stand in for extracted clips.
@@ -23,7 +23,7 @@ from _common import random_features, timed_epoch
 
 from avbias.config import REPO_ROOT
 from avbias.methods import create_method
-from avbias.train import Trainer
+from avbias.train.loop import Trainer
 
 
 def main() -> None:

@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from avbias.analysis import findings as fnd
-from avbias.analysis.runs import DOMINANCE_MEASURES
-from avbias.analysis.stats import t_test_p
+from avbias.analyse import findings as fnd
+from avbias.analyse.contract import is_joint, read_table
+from avbias.analyse.runs import DOMINANCE_MEASURES
+from avbias.analyse.stats import t_test_p
 
 
 def per_seed_values(runs: pd.DataFrame, dominant: str) -> dict[str, np.ndarray]:
     """Per conclusion, the per-seed values its t-test is run on (null 0): dominance shares of the leaning
     modality minus 1/2, the persistence share minus 1/2, the paired shift from the baseline, and claim 2."""
-    joint = runs[fnd.is_joint(runs["modalities"])]
+    joint = runs[is_joint(runs["modalities"])]
     modalities = joint["modalities"].iloc[0].split("+")
     out = {}
     for method, group in joint.groupby("method"):
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=2000)
     args = parser.parse_args()
     # Seeds renumbered per folder: every (folder, seed) is its own draw, paired with the same folder's baseline.
-    runs = pd.concat([pd.read_csv(d / "runs.csv").pipe(lambda r, i=i: r.assign(seed=r["seed"] + 1000 * i))
+    runs = pd.concat([read_table(d, "runs").pipe(lambda r, i=i: r.assign(seed=r["seed"] + 1000 * i))
                       for i, d in enumerate(args.analyses)], ignore_index=True)
     values = per_seed_values(runs, dominant="audio")
     rng = np.random.default_rng(0)

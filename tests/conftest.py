@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from avbias.features.shards import MANIFEST, write_shard
 from avbias.io import write_json
+from avbias.shards import MANIFEST, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

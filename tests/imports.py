@@ -1,6 +1,7 @@
 """The package modules a module imports when it runs, transitively, read from the source (no import):
-what a DVC stage's code deps must cover. `if TYPE_CHECKING:` blocks are skipped; imports inside functions
-count (the CLI and stages import lazily), and importing a module runs its packages' __init__ files."""
+what a DVC stage's code deps must cover (`covered`: a file is covered by its own path or a folder above
+it). `if TYPE_CHECKING:` blocks are skipped; imports inside functions count (the CLI and the stages' entries
+import lazily), and importing a module runs its packages' __init__ files."""
 
 from __future__ import annotations
 
@@ -106,3 +107,9 @@ def stage_code(*commands: str) -> set[Path]:
     for command in commands:
         entries |= function_imports("avbias.cli", f"cmd_{command.replace('-', '_')}")
     return imported_files(*entries) | {SRC / "avbias/cli.py", SRC / "avbias/__main__.py"}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    """Whether a repository path is declared by deps: itself, or a folder holding it."""
+    parts = Path(path).parts
+    return any(parts[: len(Path(d).parts)] == Path(d).parts for d in deps)

@@ -19,13 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from avbias.acquire import acquire, cremad
+from avbias.acquire.download import DownloadPolicy
+from avbias.acquire.kinetics_sounds import yt_dlp_failure
+from avbias.acquire.mirror import acquire_overrides, write_mirror
+from avbias.acquire.plan import acquisition_note
 from avbias.config import deep_merge, load_params, stage_params_json
-from avbias.data import cremad
-from avbias.data.download import DownloadPolicy
-from avbias.data.kinetics_sounds import yt_dlp_failure
-from avbias.data.mirror import acquire_overrides, write_mirror
-from avbias.data.plan import acquisition_note
-from avbias.data.sources import acquire
 from avbias.errors import DataError, SourceUnreachableError
 
 from conftest import REPO, TINY, make_project, run, snakemake

@@ -1,5 +1,5 @@
-"""Claim 3 made testable (issue 20): cue plans whose truths are exact by construction (analysis.cues,
-data.synthetic), the failure mode defined by what it costs (findings.under_use_by_cost), Holm's correction
+"""Claim 3 made testable (issue 20): cue plans whose truths are exact by construction (analyse.cues,
+acquire.synthetic), the failure mode defined by what it costs (findings.under_use_by_cost), Holm's correction
 across the claim-3 family, and the claim-3 machinery on constructed arrays: it finds the planted failure
 classes and credits an oracle allocation on the failure scenario, and stays silent on the negative control."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avbias.analysis import cues, findings, planted, remedies, stats
+from avbias.acquire import synthetic
+from avbias.analyse import cues, findings, planted, remedies, stats
 from avbias.config import REPO_ROOT, SCHEMA_PATH, deep_merge, read_yaml
-from avbias.data import synthetic
 from avbias.errors import ParamsError
 
 SCENARIOS = REPO_ROOT / "config" / "scenarios"
@@ -325,20 +325,20 @@ def analyse_tables(name: str, weights: dict[str, float]) -> tuple[pd.DataFrame, 
 ])
 def test_analyse_findings_carry_claim3_by_cost(name: str, weights: dict[str, float], found: str,
                                               verdict: str) -> None:
-    """runs.findings on the analyse stage's tables: the failure-mode rows (late fusion and exact Bayes
+    """claims.findings on the analyse stage's tables: the failure-mode rows (late fusion and exact Bayes
     references), the baseline's accuracy where claim 3 is measured, the oracle's verdict after Holm, and the
     planted failure classes recovered, on the failure scenario and on the negative control."""
-    from avbias.analysis import runs
+    from avbias.analyse import claims
 
     per_class, remedy_rows, references = analyse_tables(name, weights)
     converged = pd.DataFrame({"method": ["baseline", "unimodal_audio", "unimodal_visual"], "converged": True})
     params = {"synth": scenario(name), "analysis": {"dominance_margin": 0.0}}
-    table = runs.findings("synth_cremad", pd.DataFrame(), per_class, remedy_rows, converged, [], None, CLASSES,
-                          dict.fromkeys(CLASSES, 60), params, references)
+    table = claims.findings("synth_cremad", pd.DataFrame(), per_class, remedy_rows, converged, [], None, CLASSES,
+                            dict.fromkeys(CLASSES, 60), params, references)
     # No joint-model runs table: claims 1-2 are skipped; the claim-3 cost rows need modalities, so call the
     # cost rows directly as findings() does when the joint runs are present.
-    rows = runs.cost_findings("synth_cremad", per_class, remedy_rows, references, CLASSES,
-                              {"baseline": True}, dict.fromkeys(CLASSES, 60), params)
+    rows = claims.cost_findings("synth_cremad", per_class, remedy_rows, references, CLASSES,
+                                {"baseline": True}, dict.fromkeys(CLASSES, 60), params)
     rows = findings.holm_claim3(rows)
     failure = [r for r in rows if r["claim"] == findings.FAILURE_CLAIM]
     assert [r["subject"].split(" (")[0] for r in failure] == [
@@ -358,8 +358,8 @@ def test_analyse_findings_carry_claim3_by_cost(name: str, weights: dict[str, flo
 
 
 def test_late_fusion_accuracy_pairs_each_seeds_unimodal_models() -> None:
-    """runs.late_fusion_accuracy: calibrated unimodal log-likelihood logits fuse to the Bayes decision."""
-    from avbias.analysis import runs
+    """references.late_fusion_accuracy: calibrated unimodal log-likelihood logits fuse to the Bayes decision."""
+    from avbias.analyse import references
 
     s = scenario("claim3_underuse")
     rng = np.random.default_rng(3)
@@ -372,13 +372,13 @@ def test_late_fusion_accuracy_pairs_each_seeds_unimodal_models() -> None:
                        {"modalities": np.array([m]), "val_logits": lik[val_cue[m]], "val_labels": val_y,
                         "test_logits": lik[test_cue[m]], "test_labels": test_y}))
     loaded.append(({"seed": 0, "classes": CLASSES}, {"modalities": np.array(["audio", "visual"])}))
-    table = runs.late_fusion_accuracy(loaded)
+    table = references.late_fusion_accuracy(loaded)
     assert table["reference"].unique().tolist() == ["late_fusion"] and len(table) == 6
     # 300 clips per class: the Bayes-optimal accuracy within 4 binomial sd (<= 0.029 each).
     np.testing.assert_allclose(table["acc"], cues.bayes_accuracies(s, 6)["fused"], atol=0.09)
     # A seed whose unimodal runs saw different test clips is skipped.
     loaded[1][1]["test_labels"] = test_y[::-1].copy()
-    assert runs.late_fusion_accuracy(loaded).empty
+    assert references.late_fusion_accuracy(loaded).empty
 
 
 def test_holm_claim3_corrects_the_overall_rows_as_their_own_family() -> None:
@@ -403,9 +403,9 @@ def test_bayes_correct_per_clip_by_hand() -> None:
 
 
 def test_bayes_reference_redraws_the_generators_cues() -> None:
-    """runs.bayes_reference on the test clip ids: per class, the mean of bayes_correct over the cues the
+    """references.bayes_reference on the test clip ids: per class, the mean of bayes_correct over the cues the
     generator drew for those very clips, close to the expectation over many clips."""
-    from avbias.analysis import runs
+    from avbias.analyse import references
 
     s = {**scenario("claim3_underuse"), "num_actors": 30, "num_sentences": 12}
     clips = synthetic.plan_clips(s)                           # 360 clips per class
@@ -413,14 +413,14 @@ def test_bayes_reference_redraws_the_generators_cues() -> None:
     labels = np.array([c.label for c in clips])
     loaded = [({"method": "baseline", "seed": 4, "classes": CLASSES}, {"test_clip_ids": ids, "test_labels": labels}),
               ({"method": "unimodal_audio", "seed": 4, "classes": CLASSES}, {})]
-    table = runs.bayes_reference(loaded, s)
+    table = references.bayes_reference(loaded, s)
     assert table["seed"].unique().tolist() == [4] and table["reference"].unique().tolist() == ["bayes"]
     liks = [cues.cue_likelihood(cues.cue_probs(s, m, 6)) for m in ("audio", "visual")]
     drawn = [np.array([synthetic.cue_label(s, m, c) for c in clips]) for m in ("audio", "visual")]
     correct = cues.bayes_correct(liks, drawn, labels)
     np.testing.assert_allclose(table["acc"], [correct[labels == c].mean() for c in range(6)])
     np.testing.assert_allclose(table["acc"], cues.bayes_accuracies(s, 6)["fused"], atol=0.09)   # 4 sd at n = 360
-    assert runs.bayes_reference(loaded, scenario("audio_dominant_mixed")).empty          # no cue plan
+    assert references.bayes_reference(loaded, scenario("audio_dominant_mixed")).empty          # no cue plan
 
 
 def test_power_benchmark_by_hand() -> None:
@@ -440,10 +440,10 @@ def test_power_benchmark_by_hand() -> None:
 
 
 def test_branch_fusion_refits_the_baselines_own_allocation() -> None:
-    """runs.branch_fusion_accuracy: a baseline whose visual branch is under-weighted in its head (x 0.1) but
+    """references.branch_fusion_accuracy: a baseline whose visual branch is under-weighted in its head (x 0.1) but
     whose branches carry the cue log-likelihoods is re-fused on validation to about the Bayes-optimal
     accuracy; unimodal runs are ignored."""
-    from avbias.analysis import runs
+    from avbias.analyse import references
 
     s = scenario("claim3_underuse")
     rng = np.random.default_rng(5)
@@ -456,7 +456,7 @@ def test_branch_fusion_refits_the_baselines_own_allocation() -> None:
                   for m in ("audio", "visual")}}
     loaded = [({"method": "baseline", "seed": 1, "classes": CLASSES}, outputs),
               ({"method": "unimodal_audio", "seed": 1, "classes": CLASSES}, {"modalities": np.array(["audio"])})]
-    table = runs.branch_fusion_accuracy(loaded)
+    table = references.branch_fusion_accuracy(loaded)
     assert table["seed"].unique().tolist() == [1] and table["reference"].unique().tolist() == ["branch_fusion"]
     np.testing.assert_allclose(table["acc"], cues.bayes_accuracies(s, 6)["fused"], atol=0.09)
     # As weighted in the head, the baseline follows audio: about 30% on SAD and FEA.

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avbias.analysis import decision_layer as dl
-from avbias.analysis import findings as fnd
-from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
-from avbias.analysis.runs import aggregate
+from avbias.analyse import decision_layer as dl
+from avbias.analyse import findings as fnd
+from avbias.analyse.runs import aggregate
+from avbias.metrics import accuracy, macro_f1, per_class_accuracy
 
 # 2 classes; audio block is 2 columns, visual block 1 column.
 W = np.array([[3.0, 4.0, 1.0],
@@ -139,7 +139,7 @@ def test_shapley_on_a_two_modality_toy() -> None:
 
 
 def test_remedies_recover_known_optima() -> None:
-    from avbias.analysis.remedies import (
+    from avbias.analyse.remedies import (
         combine,
         fit_class_weights,
         norm_equalisation,
@@ -173,7 +173,7 @@ def test_remedies_recover_known_optima() -> None:
 
 
 def test_bootstrap_ci_and_paired_test() -> None:
-    from avbias.analysis.stats import bootstrap_ci, paired_permutation_p
+    from avbias.analyse.stats import bootstrap_ci, paired_permutation_p
 
     low, high = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert 1.0 <= low < 2.5 < high <= 4.0
@@ -184,7 +184,7 @@ def test_bootstrap_ci_and_paired_test() -> None:
 
 
 def test_human_capability_from_crowd_votes() -> None:
-    from avbias.analysis.capability import cremad_human_accuracy, human_accuracy
+    from avbias.analyse.capability import cremad_human_accuracy, human_accuracy
 
     table = pd.DataFrame({"FileName": ["1001_IEO_ANG_HI", "1001_IEO_ANG_LO", "1001_IEO_SAD_XX"],
                           "VoiceVote": ["A", "A:D", "N"], "FaceVote": ["D", "A", "S"],
@@ -218,7 +218,7 @@ def test_class_centred_contributions_ignore_what_softmax_ignores() -> None:
 
 
 def test_t_test_against_tabulated_values() -> None:
-    from avbias.analysis.stats import incomplete_beta, t_test_p
+    from avbias.analyse.stats import incomplete_beta, t_test_p
 
     def p(t: float, df: int) -> float:
         return incomplete_beta(df / 2, 0.5, df / (df + t * t))
@@ -228,7 +228,7 @@ def test_t_test_against_tabulated_values() -> None:
     assert p(2.0, 4) == pytest.approx(0.1161165, abs=1e-6)
     assert t_test_p(np.array([0.1, 0.12, 0.11])) < 0.05 < t_test_p(np.array([0.1, -0.12, 0.11]))
     assert np.isnan(t_test_p(np.array([0.3])))
-    from avbias.analysis.stats import t_interval
+    from avbias.analyse.stats import t_interval
 
     half = 4.302653 / 3 ** 0.5                                        # t_{0.975, 2} * sd / sqrt(n), sd = 1
     expected = (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
@@ -236,7 +236,7 @@ def test_t_test_against_tabulated_values() -> None:
 
 
 def test_convergence_and_verdicts() -> None:
-    from avbias.analysis import findings
+    from avbias.analyse import findings
 
     flat = np.r_[np.linspace(0.2, 0.8, 30), np.full(10, 0.8)]
     rising = np.linspace(0.2, 0.8, 40)
@@ -284,9 +284,9 @@ def test_compare_verdicts_fails_on_contradictions_and_shifts_not_on_threshold_no
     p = 0.05 with agreeing estimates is listed but passes; a contradiction or a shifted estimate fails."""
     import json
 
-    from avbias.analysis.stats import welch_p
+    from avbias.analyse.compare import compare
+    from avbias.analyse.stats import welch_p
     from avbias.cli import main
-    from avbias.compare import compare
 
     # Welch by hand: 0.15 +- 0.03 vs 0.10 +- 0.04 (4 seeds each): t = 0.05 / 0.05 = 1, df = 0.0025^2 /
     # ((0.03^4 + 0.04^4) / 3) = 5.76; two-sided p of t = 1 on 5.76 df = 0.357.

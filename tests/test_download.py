@@ -21,17 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avbias.data.archive import UnsafeArchiveError, extract_selected
-from avbias.data.download import (
+from avbias.acquire.archive import UnsafeArchiveError, extract_selected
+from avbias.acquire.download import (
     CircuitBreaker,
     DownloadPolicy,
     RemoteFile,
-    SystemicError,
     VerifiedCache,
     download_all,
-    systemic_kind,
-    ways_forward,
 )
+from avbias.acquire.download_errors import SystemicError, systemic_kind, ways_forward
 from avbias.errors import DataError, SourceUnreachableError
 
 from conftest import tool_env
@@ -159,7 +157,7 @@ def test_rerun_downloads_and_hashes_nothing(served, monkeypatch: pytest.MonkeyPa
     server, files, store = served
     fetch(server, files, store)
     before = len(server.requests())
-    import avbias.data.download as download
+    import avbias.acquire.download as download
 
     hashed: list[Path] = []
     original = download.sha256_file
@@ -173,7 +171,7 @@ def test_killed_download_resumes_without_refetching(served) -> None:
     server, files, store = served
     server.throttle = (8_192, 0.05)                                # ~160 KB/s: a file takes ~1.2 s
     script = (
-        "import sys; from pathlib import Path; from avbias.data.download import *\n"
+        "import sys; from pathlib import Path; from avbias.acquire.download import *\n"
         "store = Path(sys.argv[1]); url = sys.argv[2]\n"
         f"files = [RemoteFile(url + '/' + p, store / p, None, s) for p, s in {files!r}.items()]\n"
         "download_all(files, VerifiedCache(store / '.avbias/verified.json'),"

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 import yaml
 
 from avbias.config import load_params
-from avbias.loader import Augment, visual_inputs
 from avbias.methods import create_method, resolve_hyperparams
 from avbias.methods.mla import update_projector_entrywise
 from avbias.methods.mmpareto import combine, pareto_weights
 from avbias.methods.pmr import class_prototypes
 from avbias.models.fusion import AVClassifier
-from avbias.train import Trainer
+from avbias.train.loader import Augment, visual_inputs
+from avbias.train.loop import Trainer
 
 ROOT = Path(__file__).parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -1,4 +1,4 @@
-"""Several training runs sharing a GPU through slots (avbias.gpu), and the throughput block of metrics.json.
+"""Several training runs sharing a GPU through slots (avbias.train.gpu), and the throughput block of metrics.json.
 
 No GPU is needed: AVBIAS_GPU_COUNT simulates the devices, the slot locks live in a temporary folder
 (AVBIAS_GPU_LOCK_DIR), and the runs train on the CPU.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from avbias.gpu import MEMORY_FRACTION_ENV, GpuSlotsError, claim_gpu, release_all
 from avbias.methods import run_params_json
+from avbias.train.gpu import MEMORY_FRACTION_ENV, GpuSlotsError, claim_gpu, release_all
 
 SHIPPED = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
 PARAMS = {
@@ -100,7 +100,7 @@ def test_two_runs_share_one_device_and_match_runs_made_alone(tmp_path: Path, fea
         assert shared["throughput"]["train_samples_per_s"] > 0 and shared["throughput"]["device"] == "cpu"
 
     # Both slots held (here, by this test's process): a third job fails at once, naming the knobs.
-    import avbias.gpu as gpu
+    import avbias.train.gpu as gpu
 
     env = _env(tmp_path / "locks2")
     try:
@@ -119,7 +119,7 @@ def test_two_runs_share_one_device_and_match_runs_made_alone(tmp_path: Path, fea
 
 
 def test_metrics_record_throughput(tmp_path: Path, features: Path) -> None:
-    from avbias.train import train_run
+    from avbias.train.loop import train_run
 
     params = {**PARAMS, "train": {**PARAMS["train"], "epochs": 1}}
     metrics = train_run("synth_cremad", "baseline", 0, features, tmp_path, params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from avbias.loader import Augment, crop_resize_flip, random_resized_crop_boxes, visual_inputs
+from avbias.train.loader import Augment, crop_resize_flip, random_resized_crop_boxes, visual_inputs
 
 
 def test_crop_boxes_fit_the_image_and_cover_the_scale_range() -> None:

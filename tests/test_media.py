@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avbias.data import cremad, kinetics_sounds, synthetic
-from avbias.data.datasets import CREMAD_EMOTIONS
+from avbias.acquire import cremad, kinetics_sounds, synthetic
+from avbias.datasets import CREMAD_EMOTIONS
 from avbias.errors import DataError
-from avbias.features.decode import DecodeError, decode_audio, read_frames
-from avbias.features.extract import extract_clip, extract_features, recipe_for
-from avbias.features.shards import load_split
-from avbias.features.spectrogram import fit_duration, log_spectrogram
+from avbias.extract.decode import DecodeError, decode_audio, read_frames
+from avbias.extract.features import extract_clip, extract_features, recipe_for
+from avbias.extract.spectrogram import fit_duration, log_spectrogram
 from avbias.ffmpeg import ffmpeg_exe
+from avbias.shards import load_split
 
 SYNTH = {"seed": 3, "num_actors": 1, "num_sentences": 1, "audio_snr_db": 0.0, "visual_snr_db": 0.0,
          "min_duration_s": 1.3, "max_duration_s": 5.0,
@@ -216,7 +216,7 @@ def test_extraction_killed_midway_then_rerun_gives_identical_shards(
     manifest.to_parquet(tmp_path / "clips.parquet")
     params = {"extract": {**EXTRACT, "shard_size": 1}}
     extract_features(manifest, list(CREMAD_EMOTIONS), tmp_path / "reference", params, "synth_cremad", workers=1)
-    script = ("import json, sys, pandas as pd; from avbias.features.extract import extract_features; "
+    script = ("import json, sys, pandas as pd; from avbias.extract.features import extract_features; "
               "extract_features(pd.read_parquet(sys.argv[1]), [], sys.argv[2], json.loads(sys.argv[3]), "
               "'synth_cremad', 1)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "clips.parquet"), str(tmp_path / "features"),

@@ -180,7 +180,7 @@ def test_fusion_heads(fusion: str) -> None:
 
 def test_visual_frames_are_all_seen_and_mean_pooled() -> None:
     """Kinetics-Sounds in the OGM-GE code: 3 frames per clip, encoded one by one, average-pooled over time."""
-    from avbias.loader import Augment, visual_inputs
+    from avbias.train.loader import Augment, visual_inputs
 
     frames = torch.randint(0, 255, (2, 3, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     x = visual_inputs(frames, 3, None, Augment("none", (0.08, 1.0)))

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avbias.analysis import capability, findings, planted, remedies, stats
-from avbias.analysis import decision_layer as dl
-from avbias.analysis import metrics as mt
+from avbias import metrics as mt
+from avbias.analyse import capability, findings, planted, remedies, stats
+from avbias.analyse import decision_layer as dl
 from avbias.errors import ParamsError
 
 # --- statistics ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from avbias.methods.gblending import blending_weights, head_losses
 from avbias.methods.ogm_ge import modulate_gradients, ogm_ge_coefficients
 from avbias.methods.pmr import class_prototypes, prototype_logits
 from avbias.models.fusion import AVClassifier
-from avbias.train import Trainer
+from avbias.train.loop import Trainer
 
 ROOT = Path(__file__).parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -210,7 +210,7 @@ def test_gblending_re_estimates_its_weights_every_super_epoch(features: Path) ->
 def test_gblending_needs_a_validation_split(features: Path, tmp_path: Path) -> None:
     import shutil
 
-    from avbias.features.shards import MANIFEST
+    from avbias.shards import MANIFEST
 
     no_val = tmp_path / "features"
     shutil.copytree(features, no_val)

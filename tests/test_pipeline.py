@@ -50,6 +50,10 @@ def test_pipeline_produces_report_tables_and_metrics(tiny_pipeline: Path) -> Non
             assert 0 <= metrics["best_epoch"] < 15
             assert len(metrics["test"]["per_class_acc"]) == 6
             assert len(pd.read_csv(run_dir / "curve.csv")) == 15
+    from avbias.analyse.contract import FILES
+
+    # The analysis writes exactly its contract's files, all of which the analyse rule declares.
+    assert sorted(p.name for p in (project / RESULTS / "analysis" / "synth_cremad").iterdir()) == sorted(FILES.values())
     html = (project / RESULTS / "report" / "report.html").read_text()
     from avbias.report.figures import FIGURES
 
@@ -91,8 +95,8 @@ def test_every_method_trains_analyses_and_reports(tiny_pipeline: Path) -> None:
     minutes (docs/benchmarks.md). Snakemake's part, the pretrained runs' order and paths, is tested on its own
     (test_workflow.py::test_a_method_that_builds_on_runs_gets_their_models_as_inputs)."""
     from avbias.config import deep_merge, load_params, stage_params_json
-    from avbias.layout import run_dir
     from avbias.methods import METHODS, method_class, run_params_json
+    from avbias.train import run_dir
 
     from conftest import avbias_in_process
 
@@ -160,7 +164,7 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
 
     import yaml
 
-    from avbias.config import load_params
+    from avbias.config import load_params, protocol_text
     from avbias.methods import resolve_hyperparams
 
     from conftest import REPO, TINY, run
@@ -190,5 +194,6 @@ def test_each_protocol_runs_end_to_end_and_the_report_names_it(tiny_pipeline: Pa
         assert frames["params"]["num_frames"] == params["extract"]["cremad"]["num_frames"]
         html = (results / "report" / "report.html").read_text()
         assert params["report"]["protocol"] in html and "selected on test, optimistic" in html
+        assert protocol_text(params, "synth_cremad") in html          # the recipe, composed from the params
         assert "the last epoch (no validation split)" in html or params["train"]["selection"] == "val"
         assert html.index("Findings") < html.index("Test accuracy, method")

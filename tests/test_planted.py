@@ -8,8 +8,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from avbias.analysis import planted
-from avbias.analysis.planted import Curve
+from avbias.analyse import planted
+from avbias.analyse.planted import Curve
 from avbias.config import REPO_ROOT, SCHEMA_PATH, deep_merge, read_yaml
 from avbias.errors import ParamsError
 

@@ -19,7 +19,7 @@ from avbias.errors import DataError, ParamsError
 from avbias.methods import create_method
 from avbias.models.encoders import ModalityEncoder
 from avbias.models.weights import PUBLISHED, check_pretrained, load_encoder, weights_files
-from avbias.train import Trainer
+from avbias.train.loop import Trainer
 
 from conftest import make_project, snakemake
 

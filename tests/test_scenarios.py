@@ -15,31 +15,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from avbias.config import read_yaml
+
 from conftest import REPO, TINY, make_project, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.scenarios]
 
-# Demo-size features (the scenarios are calibrated for them), fewer clips and epochs, unimodal runs only.
+# The demo's features and training, read from config/demo.yaml (the scenarios are calibrated for them).
+DEMO = read_yaml(REPO / "config" / "demo.yaml")
+DEMO_FEATURES = {"cremad": DEMO["extract"]["cremad"], "frame_size": DEMO["extract"]["frame_size"]}
+
+# Demo-size features, fewer clips and epochs (a shorter schedule of its own), unimodal runs only.
 SMALL = {"run": {"methods": ["unimodal_audio", "unimodal_visual"], "seeds": [0]},
          "synth": {"num_actors": 6, "num_sentences": 4},
          "splits": {"scheme": "random", "test_fraction": 0.3, "val_fraction": 0.1},
-         "extract": {"cremad": {"duration_s": 1.5, "num_frames": 1}, "frame_size": 48},
+         "extract": DEMO_FEATURES,
          "train": {"epochs": 12, "batch_size": 16, "lr": 0.03, "lr_step": 8}}
 
 
-# Calibration size (docs/synthetic.md) with the demo's features and training (config/demo.yaml).
+# Calibration size (docs/synthetic.md) with the demo's features and training.
 CALIBRATION = {"run": {"methods": ["unimodal_audio", "unimodal_visual"], "seeds": [0, 1, 2]},
                "synth": {"num_actors": 12, "num_sentences": 12},
                "splits": {"scheme": "random", "test_fraction": 0.2, "val_fraction": 0.1},
-               "extract": {"cremad": {"duration_s": 1.5, "num_frames": 1}, "frame_size": 48},
-               "train": {"epochs": 16, "batch_size": 32, "lr": 0.01, "lr_step": 10}}
+               "extract": DEMO_FEATURES,
+               "train": DEMO["train"]}
 
 
 def scenarios(tie: bool) -> list[str]:
     """The shipped scenarios that need calibration size (tie=True) or not: a planted overall tie, or tied
     classes in a per-class plan (their rank against the others is noise at the small size's one seed:
     claim3_control's ordering read 0.63 there)."""
-    from avbias.analysis.planted import TIE_MARGIN, planted_diff, planted_overall_dominant
+    from avbias.analyse.planted import TIE_MARGIN, planted_diff, planted_overall_dominant
     from avbias.config import load_params
 
     names = []

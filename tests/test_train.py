@@ -15,7 +15,7 @@ from avbias.errors import ParamsError
 from avbias.methods import METHODS, create_method, register
 from avbias.methods.registry import Method
 from avbias.models.fusion import AVClassifier
-from avbias.train import train_run
+from avbias.train.loop import train_run
 
 SHIPPED = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
 PARAMS = {
@@ -118,7 +118,7 @@ def test_mla_updates_each_encoder_once_per_batch_audio_then_visual(features: Pat
     """The authors' MLA schedule: per batch, one audio step then one visual step (two optimiser steps). In the
     visual step the audio encoder moves too, from momentum and weight decay on its zeroed gradient (torch
     1.8.1's zero_grad, `zero_grad: zeros`); tests/test_fidelity.py checks that step by hand."""
-    from avbias.train import Trainer
+    from avbias.train.loop import Trainer
 
     trainer = Trainer(create_method("mla", PARAMS), features, PARAMS, seed=0, pretrained=[])
     encoders = trainer.model.encoders
@@ -186,7 +186,7 @@ def test_the_trainer_provides_what_methods_may_read(features: Path) -> None:
     import typing
 
     from avbias.methods.registry import RunContext
-    from avbias.train import Trainer
+    from avbias.train.loop import Trainer
 
     for drop_last, steps in ((False, 4), (True, 3)):    # 32 training clips, batches of 10
         params = PARAMS | {"train": PARAMS["train"] | {"batch_size": 10, "drop_last": drop_last}}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, make_project, run, snakemake
-from imports import stage_code
+from imports import covered, stage_code
 
 # Which `avbias` commands each DVC stage runs (the train stage prunes stale runs first).
 STAGE_COMMANDS = {
@@ -29,8 +29,9 @@ STAGE_COMMANDS = {
     "analyse": ("analyse",),
     "report": ("report",),
 }
-# Deps under src/ that are data, not code: what acquire verifies downloads against.
-DATA_DEPS = {"acquire": {"src/avbias/data/reference"}}
+# Deps under src/ that are data, not code: what acquire verifies downloads against, the human raters' table.
+DATA_DEPS = {"acquire": {"src/avbias/acquire/reference"},
+             "analyse": {"src/avbias/acquire/reference/cremad_summary_table.csv.gz"}}
 
 
 def run_env(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -62,39 +63,59 @@ def test_slurm_profile_loads_and_dry_runs_without_sbatch(tmp_path: Path) -> None
 # --- DVC deps are the code each stage runs ----------------------------------------------------------
 
 
-def declared_code(deps: list[str], data: set[str]) -> set[str]:
-    """dvc.yaml deps under src/ or workflow/, folders expanded to their .py files (data deps kept as named)."""
-    found = set()
-    for dep in deps:
-        if not dep.startswith(("src/", "workflow/")) or dep in data:
-            continue
-        path = REPO / dep
-        if path.is_dir():
-            found |= {p.relative_to(REPO).as_posix() for p in path.rglob("*.py")}
-        else:
-            found.add(dep)
-    return found
+def dep_problems(stage: str, deps: list[str]) -> list[str]:
+    """What is wrong with a stage's declared deps: a module its commands import (or its rule file, or data it
+    reads) that no dep covers, a code dep that covers none of them, a dep that does not exist."""
+    code = [d for d in deps if d.startswith(("src/", "workflow/"))]
+    wanted = ({p.relative_to(REPO).as_posix() for p in stage_code(*STAGE_COMMANDS[stage])}
+              | {f"workflow/rules/{stage}.smk"} | DATA_DEPS.get(stage, set()))
+    problems = []
+    if missing := sorted(w for w in wanted if not covered(w, code)):
+        problems.append(f"{stage}: imported by `avbias {' '.join(STAGE_COMMANDS[stage])}` (or read) but under no "
+                        f"dvc.yaml dep: {missing}")
+    if unused := sorted(d for d in code if not any(covered(w, [d]) for w in wanted)):
+        problems.append(f"{stage}: dvc.yaml deps that hold nothing the stage imports: {unused}")
+    if absent := sorted(d for d in code if not (REPO / d).exists()):
+        problems.append(f"{stage}: dvc.yaml deps missing from the repository: {absent}")
+    return problems
 
 
-def test_dvc_code_deps_are_exactly_what_each_stage_imports() -> None:
+def test_dvc_code_deps_cover_what_each_stage_imports() -> None:
+    """Each stage declares folders (its package, methods/, models/) and the shared modules it imports; every
+    module its `avbias` command imports, transitively, lies under one of them."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert set(stages) == set(STAGE_COMMANDS)
-    problems = []
-    for stage, commands in STAGE_COMMANDS.items():
-        data = DATA_DEPS.get(stage, set())
-        deps = stages[stage]["deps"]
-        declared = declared_code(deps, data)
-        wanted = {p.relative_to(REPO).as_posix() for p in stage_code(*commands)} | {f"workflow/rules/{stage}.smk"}
-        missing, extra = sorted(wanted - declared), sorted(declared - wanted)
-        if missing:
-            problems.append(f"{stage}: imported by `avbias {' '.join(commands)}` but not a dvc.yaml dep: {missing}")
-        if extra:
-            problems.append(f"{stage}: dvc.yaml deps (or files in a dep folder) the stage does not import: {extra}")
-        absent = sorted(d for d in data if d not in deps or not (REPO / d).exists())
-        if absent:
-            problems.append(f"{stage}: data deps missing from dvc.yaml or the repository: {absent}")
+    problems = [p for stage in STAGE_COMMANDS for p in dep_problems(stage, stages[stage]["deps"])]
     assert not problems, "\n".join(problems)
+    for stage in STAGE_COMMANDS:
+        assert f"src/avbias/{stage}" in stages[stage]["deps"], stage     # each stage's package, as a folder
     # The params groups: tests/test_config.py::test_dvc_stages_declare_exactly_the_params_they_read.
+
+
+def test_a_stage_importing_a_module_outside_its_deps_fails_the_check() -> None:
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    for dropped, module in (("src/avbias/metrics.py", "src/avbias/metrics.py"),
+                            ("src/avbias/methods", "src/avbias/methods/registry.py")):
+        problems = dep_problems("train", [d for d in deps if d != dropped])
+        assert len(problems) == 1 and module in problems[0], problems
+    assert dep_problems("train", [*deps, "src/avbias/report"]) == [
+        "train: dvc.yaml deps that hold nothing the stage imports: ['src/avbias/report']"]
+    assert not covered("src/avbias/analyse_extra.py", ["src/avbias/analyse"])      # a folder, not a prefix
+
+
+def test_the_analyse_stage_declares_the_files_of_its_contract(tmp_path: Path) -> None:
+    """Snakemake's analyse rule declares exactly the contract's files (avbias.analyse.contract.FILES) in one
+    folder per dataset, and DVC the folder holding them, which the report stage depends on."""
+    from avbias.analyse.contract import FILES
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["analyse"]["outs"] == ["${paths.results}/analysis"]
+    assert "${paths.results}/analysis" in stages["report"]["deps"]
+    project = make_project(tmp_path)
+    text = output(run(["snakemake", "-n", "--configfile", "params.yaml", "tiny.yaml", "--", "analyse_all"], project))
+    rule = text[text.index("rule analyse:"):]
+    declared = rule[rule.index("output: ") + len("output: "):].split("\n")[0].split(", ")
+    assert sorted(declared) == sorted(f"results/tiny/analysis/synth_cremad/{name}" for name in FILES.values())
 
 
 # --- a method is one new module ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The `avbias` command: one subcommand per pipeline stage. Snakemake rules call these."""
+"""The `avbias` command: one subcommand per pipeline stage, each calling the stage's entry of the same name
+(avbias.<stage>.<stage>). Snakemake rules call these."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ log = logging.getLogger("avbias")
 
 
 def cmd_acquire(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from avbias.data.download import DownloadPolicy
-    from avbias.data.sources import acquire
+    from avbias.acquire import acquire
+    from avbias.acquire.download import DownloadPolicy
 
     policy = DownloadPolicy(connections=args.threads, retries=args.retries, timeout_s=args.timeout,
                             backoff_s=args.backoff)
@@ -25,7 +26,7 @@ def cmd_acquire(args: argparse.Namespace, params: dict[str, Any]) -> None:
 
 
 def cmd_synth(args: argparse.Namespace, _: dict[str, Any]) -> None:
-    from avbias.data import mirror, synthetic
+    from avbias.acquire import mirror, synthetic
 
     params = load_params(*args.config)["synth"]
     out = Path(args.out)
@@ -41,55 +42,52 @@ def cmd_synth(args: argparse.Namespace, _: dict[str, Any]) -> None:
 
 
 def cmd_manifest(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from avbias.data.manifest import build_manifest, write_manifest
+    from avbias.manifest import manifest
 
-    clips, classes = build_manifest(args.dataset, args.raw, params)
-    write_manifest(clips, classes, args.out)
-    log.info("manifest: %s", clips.groupby("split").size().to_dict())
+    manifest(args.dataset, args.raw, args.out, params)
 
 
 def cmd_extract(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    import pandas as pd
+    from avbias.extract import extract
 
-    from avbias.features.extract import extract_features
-    from avbias.io import read_json
-
-    clips = pd.read_parquet(Path(args.manifest) / "clips.parquet")
-    classes = read_json(Path(args.manifest) / "classes.json")
-    summary = extract_features(clips, classes, args.out, params, args.dataset, workers=args.threads)
-    log.info("extract: %d clips, %d quarantined, %d shards", summary["extracted"], summary["quarantined"],
-             summary["shards"])
+    extract(args.dataset, args.manifest, args.out, params, workers=args.threads)
 
 
 def cmd_train(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from avbias.gpu import claim_gpu
+    from avbias.train import train
 
-    claim_gpu(args.gpus, args.gpu_slots)   # before torch initialises CUDA
-    from avbias.train import train_run
-
-    metrics = train_run(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads,
-                        pretrained=args.pretrained, in_memory=args.in_memory, num_workers=args.workers)
+    metrics = train(args.dataset, args.method, args.seed, args.features, args.out, params, threads=args.threads,
+                    pretrained=args.pretrained, in_memory=args.in_memory, num_workers=args.workers, gpus=args.gpus,
+                    gpu_slots=args.gpu_slots)
     log.info("test accuracy %.4f (best epoch %d on validation)", metrics["test"]["acc"], metrics["best_epoch"])
 
 
 def cmd_analyse(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from avbias.analysis.runs import analyse_dataset
+    from avbias.analyse import analyse
 
-    analyse_dataset(args.dataset, [Path(p) for p in args.runs], Path(args.out), params)
+    analyse(args.dataset, [Path(p) for p in args.runs], Path(args.out), params)
 
 
 def cmd_report(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from avbias.report.build import build_report
+    from avbias.report import report
 
-    build_report([Path(p) for p in args.analysis], [Path(p) for p in args.raw], [Path(p) for p in args.features],
-                 Path(args.out), Path(args.summary), Path(args.metrics), params)
+    report([Path(p) for p in args.analysis], [Path(p) for p in args.raw], [Path(p) for p in args.features],
+           Path(args.out), Path(args.summary), Path(args.metrics), params)
 
 
 def cmd_params(args: argparse.Namespace, _: dict[str, Any]) -> None:
     import yaml
 
-    params = load_params(*args.files)
-    text = "# Merged from: " + ", ".join(args.files) + "\n" + yaml.safe_dump(params, sort_keys=False)
+    files = args.files or ["params.yaml"]
+    params = load_params(*files)
+    if args.describe:
+        from avbias.config import describe_params, load_schema, splice_generated
+
+        text = describe_params(load_schema(), params)
+        if args.out and Path(args.out).exists():     # a page: only between its markers (an error without them)
+            text = splice_generated(Path(args.out).read_text(), text)
+    else:
+        text = "# Merged from: " + ", ".join(files) + "\n" + yaml.safe_dump(params, sort_keys=False)
     if args.out:
         from avbias.io import atomic_path
 
@@ -130,7 +128,7 @@ def cmd_prune_runs(args: argparse.Namespace, _: dict[str, Any]) -> None:
 
 
 def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
-    from avbias.compare import FAILING, compare, conclusions
+    from avbias.analyse.compare import FAILING, compare, conclusions
     from avbias.errors import AvbiasError
 
     diffs = compare(Path(args.first), Path(args.second))
@@ -142,7 +140,7 @@ def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
                           f"beyond seed noise ({len(diffs) - len(failing)} more only straddle p = 0.05):\n  {lines}")
     print(f"same conclusions ({total}) in {args.first} and {args.second}"
           + (f", but for {len(diffs)} that straddle p = 0.05 with estimates that agree within their seeds' "
-             f"spread (avbias.compare):\n  {lines}" if diffs else ""))
+             f"spread (avbias.analyse.compare):\n  {lines}" if diffs else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-slots", type=int, default=1,
                    help="training jobs per GPU (resources.train_gpu_slots): claims a free slot on the least-loaded "
                         "GPU and bounds this job's GPU memory to 1/slots (env AVBIAS_GPU_COUNT, AVBIAS_GPU_LOCK_DIR: "
-                        "see avbias.gpu)")
+                        "see avbias.train.gpu)")
 
     p = stage("analyse", cmd_analyse, "decision-layer analysis of a dataset's runs")
     p.add_argument("--dataset", required=True)
@@ -244,8 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare_verdicts, stage=None)
 
     p = sub.add_parser("params", help="merge and validate parameter files; print or write the result")
-    p.add_argument("files", nargs="+", help="params.yaml, then overrides (later ones win)")
-    p.add_argument("--out", help="write here instead of stdout")
+    p.add_argument("files", nargs="*", help="params.yaml, then overrides (later ones win); default: params.yaml")
+    p.add_argument("--out", help="write here instead of stdout (with --describe, an existing page is rewritten "
+                                 "only between its generated-block markers)")
+    p.add_argument("--describe", action="store_true",
+                   help="print the settings reference instead: per key its type, default (the merged files) and "
+                        "description (the schema), as Markdown; docs/configuration.md holds it")
     p.set_defaults(func=cmd_params, stage=None)
     return parser
 

@@ -26,7 +26,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "extract": ("extract",),
     "train": ("model", "train", "methods"),
     "analyse": ("analysis", "synth"),     # synth: the generator's signal strengths are the synthetic capability
-    "report": ("report",),
+    # report: also what the protocol text is composed from (protocol_text), so it cannot drift from the runs.
+    "report": ("report", "run", "splits", "model", "train", "synth"),
 }
 
 
@@ -85,7 +86,7 @@ def validate_params(params: dict[str, Any], source: str = "params") -> None:
 def check_params(params: dict[str, Any], source: str = "params") -> None:
     """What the schema cannot express: dataset names (the registry) and relations between keys. Method
     names and hyperparameters are checked against the method registry (avbias.methods.check_method_params)."""
-    from avbias.data.datasets import DATASETS  # a table of names: importing it costs nothing
+    from avbias.datasets import DATASETS  # a table of names: importing it costs nothing
 
     for name in params["run"]["datasets"]:
         if name not in DATASETS:
@@ -129,3 +130,186 @@ def parse_params_json(text: str, stage: str) -> dict[str, Any]:
         lines = [f"  {_key_path(e)}: {e.message}" for e in errors[:10]]
         raise ParamsError("--params: invalid parameters:\n" + "\n".join(lines))
     return data
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+# --- the settings reference (docs/configuration.md), generated from the schema and params.yaml ------------
+
+GENERATED_BEGIN = "<!-- generated: avbias params --describe -->"
+GENERATED_END = "<!-- end generated -->"
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """node with its local $ref ("#/$defs/<name>") replaced by the target; the node's own keys win."""
+    if "$ref" not in node:
+        return node
+    target: Any = schema
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolve(schema, target), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _children(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The keys a group names: its properties, then those only its oneOf/anyOf/allOf branches add."""
+    found = dict(node.get("properties", {}))
+    for combinator in ("oneOf", "anyOf", "allOf"):
+        for branch in node.get(combinator, []):
+            for key, sub in _resolve(schema, branch).get("properties", {}).items():
+                found.setdefault(key, sub)
+    return {key: _resolve(schema, sub) for key, sub in found.items()}
+
+
+def schema_node(schema: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The schema of a dotted key, e.g. "train.lr"; under a mapping whose keys the schema leaves open
+    (`methods`: the methods' Hyperparams dataclasses check them), that mapping's. None: not a known key."""
+    node = schema
+    for part in key.split("."):
+        children = _children(schema, node)
+        if not children and node is not schema:
+            return node
+        if part not in children:
+            return None
+        node = children[part]
+    return node
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip()
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
+def _bounds(node: dict[str, Any]) -> str:
+    low = ("[", node["minimum"]) if "minimum" in node else ("(", node.get("exclusiveMinimum"))
+    high = ("]", node["maximum"]) if "maximum" in node else (")", node.get("exclusiveMaximum"))
+    if low[1] is not None and high[1] is not None:
+        return f" in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low[1] is not None:
+        return f" {'≥' if low[0] == '[' else '>'} {low[1]}"
+    return f" {'≤' if high[0] == ']' else '<'} {high[1]}" if high[1] is not None else ""
+
+
+def _type_text(schema: dict[str, Any], node: dict[str, Any]) -> str:
+    if "const" in node:
+        return _flow(node["const"])
+    if "enum" in node:
+        return " | ".join(_flow(v) for v in node["enum"])
+    for combinator in ("oneOf", "anyOf"):
+        if combinator in node:
+            return " | ".join(_type_text(schema, _resolve(schema, b)) for b in node[combinator])
+    kinds = node.get("type", "any")
+    texts = []
+    for kind in kinds if isinstance(kinds, list) else [kinds]:
+        if kind == "array":
+            size = f"{node['minItems']} x " if node.get("minItems") == node.get("maxItems", -1) else ""
+            texts.append(f"list of {size}{_type_text(schema, _resolve(schema, node.get('items', {})))}")
+        elif kind == "object":
+            texts.append("mapping")
+        else:
+            texts.append(kind + (_bounds(node) if kind in ("integer", "number") else ""))
+    return " | ".join(texts)
+
+
+def _cell(text: str) -> str:
+    """One Markdown table cell: one line, pipes escaped, < escaped outside code spans (<name> is no HTML tag)."""
+    parts = " ".join(str(text).split()).replace("|", "\\|").split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+
+
+def _rows(schema: dict[str, Any], node: dict[str, Any], values: Any, path: str) -> list[str]:
+    values = values if isinstance(values, dict) else {}
+    rows = []
+    for key, child in _children(schema, node).items():
+        if key not in values and key not in node.get("properties", {}):
+            continue                                   # a key of another variant (the other extract recipe)
+        sub, grand = f"{path}.{key}", _children(schema, child)
+        default = f"`{_flow(values[key])}`" if key in values and not grand else "–"
+        kind = "group" if grand else _type_text(schema, child)
+        rows.append(f"| `{sub}` | {_cell(kind)} | {_cell(default)} | {_cell(child.get('description', ''))} |")
+        if grand:
+            rows += _rows(schema, child, values.get(key), sub)
+    return rows
+
+
+def describe_params(schema: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The settings reference, Markdown: per group, its description and a table key | type | default |
+    description; types and descriptions from the schema, defaults from `defaults` (params.yaml).
+    docs/configuration.md holds it between GENERATED_BEGIN and GENERATED_END (`avbias params --describe`)."""
+    lines = []
+    for group, node in _children(schema, schema).items():
+        lines += [f"### `{group}`", "", _cell(node.get("description", "")), ""]
+        if _children(schema, node):
+            lines += ["| key | type | default | description |", "|---|---|---|---|",
+                      *_rows(schema, node, defaults.get(group), group), ""]
+        else:                                          # an open mapping (methods): its default as a whole
+            lines += [f"Type: {_cell(_type_text(schema, node))}. Default: `{_flow(defaults.get(group))}`", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def generated_block(text: str) -> str:
+    """What a page holds between GENERATED_BEGIN and GENERATED_END."""
+    start, end = text.find(GENERATED_BEGIN), text.find(GENERATED_END)
+    if start < 0 or end < start:
+        raise ParamsError(f"no {GENERATED_BEGIN} ... {GENERATED_END} markers")
+    return text[start + len(GENERATED_BEGIN):end].strip() + "\n"
+
+
+def splice_generated(text: str, block: str) -> str:
+    """text with what lies between its markers replaced by block."""
+    generated_block(text)                              # the markers are there
+    start, end = text.find(GENERATED_BEGIN) + len(GENERATED_BEGIN), text.find(GENERATED_END)
+    return f"{text[:start]}\n\n{block.strip()}\n\n{text[end:]}"
+
+
+# --- the protocol text of the report, composed from the params it describes ------------------------------
+
+_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def protocol_text(params: dict[str, Any], dataset: str | None = None) -> str:
+    """The recipe behind the numbers, composed from the params that set it: train (optimizer, schedule,
+    epochs, batch), splits, train.selection and, where present, run.seeds, model.pretrained and, for a
+    synthetic dataset (dataset, or any in run.datasets), the planted synth keys. report.protocol is only
+    a label, so the text cannot drift from the params."""
+    t, s = params["train"], params["splits"]
+    extras = ([f"momentum {t['momentum']:g}"] if t["optimizer"] == "sgd" else []) + [
+        f"weight decay {t['weight_decay']:g}"]
+    schedule = ("constant lr" if t["lr_step"] >= t["epochs"]
+                else f"StepLR every {t['lr_step']} epochs x{t['lr_gamma']:g}")
+    optimizer = _OPTIMIZERS.get(t["optimizer"], t["optimizer"])
+    parts = [f"{optimizer} lr {t['lr']:g} ({', '.join(extras)}), {schedule}, {t['epochs']} epochs, "
+             f"batch {t['batch_size']}" + (", last partial batch dropped" if t["drop_last"] else "")]
+    split = {"literature": "the literature split",
+             "speaker": f"speaker-disjoint split, {s['test_fraction']:.0%} of the speakers for test",
+             "random": f"stratified random split, {s['test_fraction']:.0%} test"}.get(s["scheme"], s["scheme"])
+    parts.append(f"{split}, " + (f"validation split (val_fraction {s['val_fraction']:g})" if s["val_fraction"] > 0
+                                 else "no validation split (the whole train split trains)"))
+    parts.append({"val": "tested at the best validation epoch",
+                  "last": "tested at the last epoch"}.get(t["selection"], t["selection"]))
+    if "run" in params:
+        seeds = params["run"]["seeds"]
+        parts.append(f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(str(x) for x in seeds)})")
+    if "model" in params:
+        pretrained = params["model"].get("pretrained") or {}
+        if pretrained.get("audio") or pretrained.get("visual"):
+            parts.append(f"encoders: audio {pretrained.get('audio') or 'from scratch'}, visual "
+                         f"{pretrained.get('visual') or 'from scratch'} ({pretrained.get('encoders', 'finetune')})")
+        else:
+            parts.append("encoders from scratch")
+    from avbias.datasets import DATASETS  # a table of names: importing it costs nothing
+
+    names = [dataset] if dataset else params.get("run", {}).get("datasets", [])
+    if "synth" in params and any(DATASETS[n].synthetic for n in names if n in DATASETS):
+        y = params["synth"]
+        text = f"synthetic data: audio SNR {y['audio_snr_db']:g} dB, visual SNR {y['visual_snr_db']:g} dB"
+        for key, label in (("audio_class_snr_offset_db", "audio offsets per class (dB)"),
+                           ("visual_class_snr_offset_db", "visual offsets per class (dB)"),
+                           ("audio_class_cue_prob", "audio cue kept per class"),
+                           ("visual_class_cue_prob", "visual cue kept per class")):
+            if y.get(key):
+                text += f", {label} [{', '.join(f'{v:g}' for v in y[key])}]"
+        parts.append(text)
+    return "; ".join(parts)

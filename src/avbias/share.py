@@ -26,8 +26,8 @@ from typing import Any
 from avbias.config import load_params
 from avbias.errors import AvbiasError
 from avbias.io import atomic_path, read_json
-from avbias.layout import run_dir
 from avbias.methods import METHODS, run_params
+from avbias.train import run_dir
 
 log = logging.getLogger(__name__)
 

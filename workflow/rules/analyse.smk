@@ -1,12 +1,12 @@
+from avbias.analyse.contract import FILES as ANALYSIS_FILES
+
+
 rule analyse:
     input:
         lambda wildcards: expand(rules.train.output.metrics, dataset=wildcards.dataset, method=METHODS, seed=SEEDS),
     output:
-        bias=f"{RESULTS}/analysis/{{dataset}}/bias.json",
-        runs=f"{RESULTS}/analysis/{{dataset}}/runs.csv",
-        summary=f"{RESULTS}/analysis/{{dataset}}/summary.csv",
-        per_class=f"{RESULTS}/analysis/{{dataset}}/per_class.csv",
-        curves=f"{RESULTS}/analysis/{{dataset}}/curves.csv",
+        # Every file the analysis writes, named once by its contract (avbias.analyse.contract): bias, runs, ...
+        **{field: f"{RESULTS}/analysis/{{dataset}}/{name}" for field, name in ANALYSIS_FILES.items()},
     params:
         cfg=stage_params("analyse"),
         runs=lambda wildcards, input: [subpath(p, parent=True) for p in input],

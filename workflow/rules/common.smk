@@ -7,7 +7,7 @@ import sysconfig
 from snakemake.settings.types import DeploymentMethod
 
 from avbias.config import stage_params_json
-from avbias.layout import run_dir
+from avbias.train import run_dir
 from avbias.methods import check_method_params, method_class, run_methods, run_params_json
 
 check_method_params(config)

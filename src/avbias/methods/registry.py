@@ -77,7 +77,7 @@ def create_method(name: str, params: dict[str, Any], dataset: str | None = None)
 
 
 def _family(dataset: str) -> str | None:
-    from avbias.data.datasets import DATASETS
+    from avbias.datasets import DATASETS
 
     spec = DATASETS.get(dataset)
     return spec.family if spec else None
@@ -128,7 +128,7 @@ def resolve_hyperparams(name: str, params: dict[str, Any], dataset: str | None) 
 
 def check_method_params(params: dict[str, Any], source: str = "params") -> None:
     """Each `methods.<name>` block names a registered method and only its hyperparameters, well typed."""
-    from avbias.data.datasets import DATASETS
+    from avbias.datasets import DATASETS
 
     datasets = set(DATASETS) | {spec.family for spec in DATASETS.values()}
     for name, block in (params.get("methods") or {}).items():
@@ -143,10 +143,11 @@ def check_method_params(params: dict[str, Any], source: str = "params") -> None:
             if dataset not in datasets:
                 raise ParamsError(f"{where}.{BY_DATASET}.{dataset}: unknown dataset; known: {sorted(datasets)}")
             _check_fields(cls, values or {}, f"{where}.{BY_DATASET}.{dataset}")
-    run_methods = params["run"]["methods"]
-    for name in [] if run_methods == "all" else run_methods:
-        if name not in METHODS:
-            raise ParamsError(f"{source}: run.methods: unknown method {name!r}; registered: {sorted(METHODS)}")
+    for key in ("methods", "exclude_methods"):
+        names = params["run"].get(key, [])
+        for name in [] if names == "all" else names:
+            if name not in METHODS:
+                raise ParamsError(f"{source}: run.{key}: unknown method {name!r}; registered: {sorted(METHODS)}")
     _check_shared_fusion_fits(params, source)
 
 
@@ -163,9 +164,10 @@ def _check_shared_fusion_fits(params: dict[str, Any], source: str) -> None:
 
 
 def run_methods(params: dict[str, Any]) -> list[str]:
-    """run.methods, with `all` meaning every registered method (a new method file joins the study)."""
-    methods = params["run"]["methods"]
-    return sorted(METHODS) if methods == "all" else list(methods)
+    """run.methods, with `all` meaning every registered method (a new method file joins the study), less
+    run.exclude_methods."""
+    methods, excluded = params["run"]["methods"], params["run"].get("exclude_methods") or ()
+    return [m for m in (sorted(METHODS) if methods == "all" else methods) if m not in excluded]
 
 
 def run_params(params: dict[str, Any], method: str, dataset: str) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def verify(w: WeightsFile, error: type[Exception] = ParamsError, source: str = "
 
 def check_pretrained(params: dict[str, Any], source: str = "params") -> None:
     """Parse time: every named weights file exists and verifies; the options fit the model."""
-    from avbias.data.datasets import DATASETS
+    from avbias.datasets import DATASETS
 
     model_cfg = params["model"]
     files = weights_files(model_cfg)

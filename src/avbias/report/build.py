@@ -1,4 +1,4 @@
-"""The report stage: figures, one self-contained report.html, summary.md and DVC metrics."""
+"""The report from the analyses in memory: figures, one self-contained report.html, summary.md and DVC metrics."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-from avbias.io import atomic_path, read_json, write_json
+from avbias.analyse.contract import DatasetAnalysis
+from avbias.io import atomic_path, write_json
 from avbias.report.figures import FIGURES
 from avbias.report.tables import (
-    DatasetAnalysis,
     accuracy_table,
     bias_table,
     convergence_table,
@@ -73,10 +73,11 @@ def write_plot_data(a: DatasetAnalysis, out_dir: Path) -> None:
             mean.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: list[Path], out_dir: Path,
+def build_report(analyses: list[DatasetAnalysis], data: list[tuple[dict[str, Any], dict[str, Any]]], out_dir: Path,
                  summary_md: Path, metrics_json: Path, params: dict[str, Any]) -> None:
+    """Write report.html (figures inlined), figures/, plots/, summary_md and metrics_json from the analyses and
+    each dataset's (acquire.json, extract.json) records, in the same order."""
     title = params["report"]["title"]
-    analyses = [DatasetAnalysis.load(d) for d in analysis_dirs]
     body, md = [f"<h1>{html.escape(title)}</h1>"], [f"# {title}\n"]
     # Findings first: each claim's verdict with its evidence, then what every number was computed with.
     body.append("<h2>Findings</h2><p>One row per claim of arXiv 2510.14411 (and, on synthetic data, per planted "
@@ -95,11 +96,11 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
                 "mean ± std over seeds; in brackets each branch's accuracy through the fused head (audio / visual).</p>"
                 + overview.to_html(index=False, border=0))
     md.append(f"## Test accuracy, method × dataset\n\n{markdown(overview)}")
-    for a, raw, features in zip(analyses, raw_dirs, feature_dirs, strict=True):
+    for a, (acquired, extracted) in zip(analyses, data, strict=True):
         body.append(f"<h2>{html.escape(a.dataset)}</h2><p>{verdict_text(a)}</p>")
         md.append(f"## {a.dataset}\n")
-        data = data_table(read_json(raw / "acquire.json"), read_json(features / "extract.json"))
-        sections = (("Data", data), ("Convergence", convergence_table(a)), ("Accuracy", accuracy_table(a)),
+        sections = (("Data", data_table(acquired, extracted)), ("Convergence", convergence_table(a)),
+                    ("Accuracy", accuracy_table(a)),
                     ("Decision-layer bias (test split)", bias_table(a)),
                     ("Persistence of the bias across methods", persistence_table(a)),
                     ("Decision-layer remedies (fit on validation, tested on test)", remedies_table(a)))
@@ -111,8 +112,8 @@ def build_report(analysis_dirs: list[Path], raw_dirs: list[Path], feature_dirs: 
         for name, draw in FIGURES.items():
             path = out_dir / "figures" / f"{a.dataset}_{name}.png"
             caption = draw(a, path)
-            data = base64.b64encode(path.read_bytes()).decode()
-            body.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+            png = base64.b64encode(path.read_bytes()).decode()
+            body.append(f'<figure><img alt="{name}" src="data:image/png;base64,{png}">'
                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
             md.append(f"![{caption}](report/figures/{path.name})\n")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from avbias.report.tables import DatasetAnalysis  # noqa: E402
+from avbias.analyse.contract import DatasetAnalysis, is_joint  # noqa: E402
 
 COLOURS = {"audio": "#1f77b4", "visual": "#ff7f0e", "fused": "#555555"}
 
@@ -39,12 +39,13 @@ def _modality_bars(ax: plt.Axes, labels: list[str], values: dict[str, tuple[list
 def accuracy_bars(a: DatasetAnalysis, path: Path) -> str:
     methods = list(a.runs["method"].unique())
     modalities_of = dict(zip(a.runs["method"], a.runs["modalities"], strict=True))
+    joint = dict(zip(a.runs["method"], is_joint(a.runs["modalities"]), strict=True))
     series = ["fused", *a.modalities]
     x = np.arange(len(methods))
     width = 0.8 / len(series)
 
     def measure(method: str, s: str) -> str | None:
-        unimodal = modalities_of[method] if "+" not in modalities_of[method] else None
+        unimodal = None if joint[method] else modalities_of[method]
         if unimodal:       # a unimodal model's accuracy is drawn in its modality's colour
             return "test_acc" if s == unimodal else None
         return "test_acc" if s == "fused" else f"branch_acc_{s}"
@@ -245,7 +246,7 @@ def human_vs_model(a: DatasetAnalysis, path: Path) -> str:
                                                                         values="value")
     if any(m not in ext for m in a.modalities):
         return _no_data(a, path, f"{source}: not every modality measured")
-    ext_share = ext[first] / ext[a.modalities].sum(1)
+    ext_share = ext[first] / ext[a.modalities].sum(axis=1)
     classes = list(dict.fromkeys(a.per_class["class"]))
     methods = a.joint_methods
     cols = min(4, len(methods))

@@ -3,58 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from avbias.io import read_json
-
-
-@dataclass
-class DatasetAnalysis:
-    """What the analyse stage wrote for one dataset."""
-
-    dataset: str
-    runs: pd.DataFrame
-    summary: pd.DataFrame
-    per_class: pd.DataFrame
-    curves: pd.DataFrame
-    bias: dict[str, Any]
-    samples: pd.DataFrame
-    persistence: pd.DataFrame
-    remedies: pd.DataFrame
-    remedies_summary: pd.DataFrame
-    capability: pd.DataFrame
-    findings: pd.DataFrame
-    convergence: pd.DataFrame
-
-    @classmethod
-    def load(cls, folder: Path) -> DatasetAnalysis:
-        bias = read_json(folder / "bias.json")
-
-        def table(name: str) -> pd.DataFrame:
-            path = folder / name
-            return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
-
-        return cls(bias["dataset"], table("runs.csv"), table("summary.csv"), table("per_class.csv"),
-                   table("curves.csv"), bias, table("samples.csv"), table("persistence.csv"), table("remedies.csv"),
-                   table("remedies_summary.csv"), table("capability.csv"), table("findings.csv"),
-                   table("convergence.csv"))
-
-    @property
-    def joint_methods(self) -> list[str]:
-        joint = self.runs[self.runs["modalities"].str.contains(r"\+")]
-        return list(dict.fromkeys(joint["method"]))
-
-    @property
-    def modalities(self) -> list[str]:
-        return sorted({c.removeprefix("branch_acc_") for c in self.runs.columns if c.startswith("branch_acc_")})
-
-    def stat(self, method: str, measure: str) -> tuple[float, float] | None:
-        hit = self.summary[(self.summary["method"] == method) & (self.summary["measure"] == measure)]
-        return None if hit.empty else (float(hit["mean"].iloc[0]), float(hit["std"].iloc[0]))
+from avbias.analyse.contract import DatasetAnalysis
+from avbias.config import protocol_text
 
 
 def fmt(stat: tuple[float, float] | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -190,6 +144,7 @@ def protocol_table(a: DatasetAnalysis, params: dict[str, Any]) -> pd.DataFrame:
                     f"oneDNN {'on' if e.get('mkldnn') else 'off'}" for e in envs) or "–"
     selection = {"val": "the best validation epoch (headline figures)", "last": "the last epoch (no validation split)"}
     rows = [("protocol", params["report"]["protocol"]),
+            ("recipe", protocol_text(params, a.dataset)),     # composed from the params, not restated by hand
             ("model selection", "; ".join(selection.get(s, s) for s in b.get("selection", [])) or "–"),
             ("literature figure", "best test accuracy over epochs: selected on test, optimistic (shown apart)"),
             ("encoder initialisation", "; ".join(b.get("initialisation", [])) or "random"),

@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from avbias.data import kinetics_sounds, synthetic
-from avbias.data.datasets import CREMAD_EMOTIONS
-from avbias.data.download import sha256_file
+from avbias.acquire import kinetics_sounds, synthetic
+from avbias.acquire.download import sha256_file
+from avbias.datasets import CREMAD_EMOTIONS
 from avbias.io import atomic_path
 
 CLIPS_PER_TARBALL = 8

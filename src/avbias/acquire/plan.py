@@ -30,7 +30,7 @@ def _gb(nbytes: float) -> str:
 
 
 def _cremad(cfg: dict[str, Any]) -> list[str]:
-    from avbias.data import cremad
+    from avbias.acquire import cremad
     from avbias.errors import DataError
 
     try:
@@ -53,7 +53,7 @@ def _kinetics(cfg: dict[str, Any]) -> list[str]:
         return [f"Kinetics-400 tarballs from {host}: ~{K400_TARBALLS_GB} GB downloaded for all of K400, of which "
                 f"the Kinetics-Sounds clips are kept (~{KS_KEPT_GB} GB); {kept}"]
     try:
-        from avbias.data import kinetics_sounds
+        from avbias.acquire import kinetics_sounds
 
         clips = f"{len(kinetics_sounds.load_split(cfg.get('split_file'))[1]):,} clips"
     except Exception as exc:                        # a bad split file is the acquire job's to report

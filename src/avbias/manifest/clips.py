@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from avbias.data.splits import assign_splits
 from avbias.errors import DataError
 from avbias.io import atomic_path, read_json, write_json
+from avbias.manifest.splits import assign_splits
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from avbias.data.datasets import CREMAD_EMOTIONS
-from avbias.data.download import DownloadPolicy, RemoteFile, VerifiedCache, download_all, verify_file, ways_forward
+from avbias.acquire.download import DownloadPolicy, RemoteFile, VerifiedCache, download_all, verify_file
+from avbias.acquire.download_errors import ways_forward
+from avbias.datasets import CREMAD_EMOTIONS
 from avbias.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 
 
 def _reference(name: str) -> bytes:
-    return resources.files("avbias.data").joinpath("reference", name).read_bytes()
+    return resources.files("avbias.acquire").joinpath("reference", name).read_bytes()
 
 
 def media_manifest(path: str | None = None) -> pd.DataFrame:

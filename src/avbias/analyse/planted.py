@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from avbias.analysis import cues, stats
+from avbias.analyse import cues, stats
 from avbias.errors import ParamsError
 
 MODALITIES = ("audio", "visual")
@@ -75,7 +75,7 @@ def planted_accuracy(synth: Mapping[str, Any], num_classes: int,
                      curves: Mapping[str, Curve] = DEMO_CURVES) -> dict[str, np.ndarray]:
     """Per modality, the unimodal accuracy each class's planted SNR leads to (the planted capability). A
     modality with cue probabilities (synth.<m>_class_cue_prob, a plan read at an easy SNR) gets its exact
-    Bayes-optimal accuracy instead (analysis.cues), not a calibration curve's prediction."""
+    Bayes-optimal accuracy instead (analyse.cues), not a calibration curve's prediction."""
     out = {m: expected_accuracy(snr, curves[m], num_classes) for m, snr in planted_snr(synth, num_classes).items()}
     if cues.is_cue_plan(synth):
         exact = cues.bayes_accuracies(synth, num_classes)

@@ -1,6 +1,6 @@
 """Truths exact by construction: the Bayes-optimal accuracies of a cue-corruption plan.
 
-With `synth.<m>_class_cue_prob` set (src/avbias/data/synthetic.py), a clip of class c shows its own class's
+With `synth.<m>_class_cue_prob` set (src/avbias/acquire/synthetic.py), a clip of class c shows its own class's
 cue in modality m with probability q_{c,m}, and otherwise the cue of one of the other C - 1 classes drawn
 uniformly; the two modalities draw independently given the class. At an SNR both modalities read easily,
 what a modality observes is its cue j, so
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from avbias.data.class_plan import cue_key, cue_probs, drawn_cue  # noqa: F401 (drawn_cue: runs.py reads it here)
+from avbias.class_plan import cue_key, cue_probs, drawn_cue  # noqa: F401 (drawn_cue: runs.py reads it here)
 
 MODALITIES = ("audio", "visual")
 

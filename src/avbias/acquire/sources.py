@@ -1,17 +1,8 @@
-"""The acquire stage: fetch, verify or generate a dataset's media, and index its clips.
-
-The stage's output folder (data/raw/<dataset>) holds the index, not necessarily the media:
-  clips.csv      clip_id, label_name, group, official_split, audio_path, video_path (relative to this folder,
-                 or absolute when outside the working tree)
-  acquire.json   source, classes, counts, excluded clips, coverage, download counts
-  data_report.md the same, for people
-Downloaded media live in a store beside it (data/sources/<dataset>), outside any rule's outputs, so a failed
-or interrupted run keeps them and the next run resumes; a local checkout is used in place.
-"""
+"""Where a dataset's clips come from, per family (CREMA-D layout, Kinetics layout) and source (synthetic,
+download, local checkout): the media found or fetched, and the rows of the clip index (avbias.acquire)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -19,13 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from avbias.data import cremad, kinetics_sounds, synthetic
-from avbias.data.datasets import CREMAD_EMOTIONS, DATASETS, DatasetSpec
-from avbias.data.download import DownloadPolicy
+from avbias.acquire import cremad, kinetics_sounds, synthetic
+from avbias.acquire.download import DownloadPolicy
+from avbias.datasets import DatasetSpec
 from avbias.errors import DataError
-from avbias.io import atomic_dir, write_json
-
-log = logging.getLogger(__name__)
 
 CLIP_COLUMNS = ["clip_id", "label_name", "group", "official_split", "audio_path", "video_path"]
 
@@ -37,7 +25,7 @@ def _local_root(params: dict[str, Any], dataset: str) -> Path:
     return Path(root)
 
 
-def _acquire_cremad(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str, Any],
+def acquire_cremad(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str, Any],
                     policy: DownloadPolicy) -> tuple[pd.DataFrame, dict[str, Any]]:
     if spec.synthetic:
         clips = synthetic.generate(tmp, params["synth"], "cremad", policy.connections)
@@ -58,7 +46,7 @@ def _acquire_cremad(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str,
                    "excluded_defective": excluded, "kept_defective": known_defective}
 
 
-def _acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str, Any],
+def acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[str, Any],
                       policy: DownloadPolicy) -> tuple[pd.DataFrame, dict[str, Any]]:
     cfg = params["acquire"]["kinetics_sounds"]
     info: dict[str, Any] = {}
@@ -88,7 +76,7 @@ def _acquire_kinetics(spec: DatasetSpec, tmp: Path, store: Path, params: dict[st
     return table, {"source": source, "media_root": str(tree), "classes": classes, "coverage": coverage, **info}
 
 
-def _relative(path: str, folder: Path) -> str:
+def relative_path(path: str, folder: Path) -> str:
     """Media written into the index folder itself (synthetic data) or inside the working tree are stored
     relative to the index folder, so the index stays valid when its temporary folder is renamed into place,
     wherever paths.data points; media elsewhere (a local checkout) keep their absolute path."""
@@ -113,24 +101,3 @@ def data_report(dataset: str, info: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v:.1%}" for k, v in cov["per_split"].items())
                      + "; per class: coverage.csv; missing ids: missing_ids.txt")
     return "\n".join(lines) + "\n"
-
-
-def acquire(dataset: str, out_dir: str | Path, store: str | Path, params: dict[str, Any],
-            policy: DownloadPolicy) -> dict[str, Any]:
-    """Write data/raw/<dataset> (atomically): the clip index and the acquisition report."""
-    spec = DATASETS[dataset]
-    out_dir, store = Path(out_dir), Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out_dir) as tmp:
-        fetch = _acquire_cremad if spec.family == "cremad" else _acquire_kinetics
-        table, info = fetch(spec, tmp, store, params, policy)
-        if table.empty:
-            raise DataError(f"{dataset}: no clips found; see {store}")
-        for column in ("audio_path", "video_path"):
-            table[column] = [_relative(p, tmp) for p in table[column]]
-        info = {"dataset": dataset, "classes": list(CREMAD_EMOTIONS), **info, "clips": len(table)}
-        table[CLIP_COLUMNS].sort_values("clip_id").to_csv(tmp / "clips.csv", index=False)
-        write_json(tmp / "acquire.json", info)
-        (tmp / "data_report.md").write_text(data_report(dataset, info))
-    log.info("%s: %d clips indexed from %s", dataset, len(table), info["source"])
-    return info

@@ -22,16 +22,15 @@ from typing import Any
 
 import pandas as pd
 
-from avbias.data.archive import extract_selected
-from avbias.data.download import (
+from avbias.acquire.archive import extract_selected
+from avbias.acquire.download import (
     CircuitBreaker,
     DownloadPolicy,
     RemoteFile,
-    SystemicError,
     VerifiedCache,
     download_all,
-    ways_forward,
 )
+from avbias.acquire.download_errors import SystemicError, ways_forward
 from avbias.errors import DataError, SourceUnreachableError
 from avbias.ffmpeg import ffmpeg_exe
 from avbias.io import atomic_path, write_json
@@ -52,7 +51,8 @@ Key = tuple[str, int]
 def load_split(path: str | None = None) -> tuple[list[str], pd.DataFrame]:
     """(class names, one row per clip: clip_id, ytid, start, label_name, official_split)."""
     if path is None:
-        raw = gzip.decompress(resources.files("avbias.data").joinpath("reference", "ks_bml_split.json.gz").read_bytes())
+        packaged = resources.files("avbias.acquire").joinpath("reference", "ks_bml_split.json.gz")
+        raw = gzip.decompress(packaged.read_bytes())
         source = "packaged Kinetics-Sounds split"
     else:
         source = f"acquire.kinetics_sounds.split_file={path}"

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from avbias.analysis.stats import welch_p
+from avbias.analyse.contract import BIAS, file_name, read_table
+from avbias.analyse.stats import welch_p
 from avbias.errors import DataError
 from avbias.io import read_json
 
@@ -65,7 +66,7 @@ def _float(record: dict, key: str) -> float:
 
 def conclusions(analysis_dir: Path) -> dict[str, Conclusion]:
     """Every conclusion of one dataset's analysis, keyed by what it is about."""
-    bias_path, findings_path = analysis_dir / "bias.json", analysis_dir / "findings.csv"
+    bias_path = analysis_dir / file_name(BIAS)
     if not bias_path.is_file():
         raise DataError(f"{bias_path}: missing; run the analyse stage first")
     bias = read_json(bias_path)
@@ -78,11 +79,10 @@ def conclusions(analysis_dir: Path) -> dict[str, Conclusion]:
             first = shares[min(shares)] if shares else math.nan     # one modality's share, the same in every run
             out[f"{method}: {measure} favours"] = Conclusion(verdict, _float(r, "p"), first, _float(r, "se"),
                                                              int(r.get("n_seeds", 0)))
-    if findings_path.is_file() and findings_path.stat().st_size > 1:
-        for r in pd.read_csv(findings_path).to_dict("records"):
-            n = _float(r, "n_seeds")
-            out[f"{r['claim']} / {r['subject']}"] = Conclusion(
-                str(r["verdict"]), _float(r, "p"), _float(r, "effect"), _float(r, "se"), 0 if math.isnan(n) else int(n))
+    for r in read_table(analysis_dir, "findings").to_dict("records"):
+        n = _float(r, "n_seeds")
+        out[f"{r['claim']} / {r['subject']}"] = Conclusion(
+            str(r["verdict"]), _float(r, "p"), _float(r, "effect"), _float(r, "se"), 0 if math.isnan(n) else int(n))
     return out
 
 

@@ -9,7 +9,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from avbias.data.datasets import CREMAD_EMOTIONS
+from avbias.datasets import CREMAD_EMOTIONS
 
 VOTE_COLUMNS = {"audio": "VoiceVote", "visual": "FaceVote", "audio+visual": "MultiModalVote"}
 
@@ -29,6 +29,6 @@ def human_accuracy(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def cremad_human_accuracy() -> pd.DataFrame:
-    path = resources.files("avbias.data") / "reference" / "cremad_summary_table.csv.gz"
+    path = resources.files("avbias.acquire") / "reference" / "cremad_summary_table.csv.gz"
     with gzip.open(path, "rt") as fh:
         return human_accuracy(pd.read_csv(fh))

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from avbias.analysis.metrics import accuracy, macro_f1, per_class_accuracy
 from avbias.errors import ParamsError
-from avbias.features.shards import read_manifest
 from avbias.io import atomic_path, read_json, write_json
-from avbias.loader import Augment, BatchStream, visual_inputs
 from avbias.methods import Method, create_method, run_params
+from avbias.metrics import accuracy, macro_f1, per_class_accuracy
 from avbias.models.fusion import AVClassifier
 from avbias.models.weights import arch_of, load_encoder, pretrained_cfg, read_state_dict, weights_files
+from avbias.shards import read_manifest
+from avbias.train.loader import Augment, BatchStream, visual_inputs
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -263,7 +263,7 @@ class Trainer:
 
 
 def apply_memory_fraction(device: torch.device) -> float | None:
-    """Bound this process's share of GPU memory when several training jobs share the GPU (avbias.gpu exports
+    """Bound this process's share of GPU memory when several training jobs share the GPU (avbias.train.gpu exports
     AVBIAS_GPU_MEMORY_FRACTION = 1 / resources.train_gpu_slots); nothing on CPU."""
     value = os.environ.get("AVBIAS_GPU_MEMORY_FRACTION")
     if device.type != "cuda" or not value:

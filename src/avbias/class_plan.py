@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from avbias.data.datasets import CREMAD_EMOTIONS
+from avbias.datasets import CREMAD_EMOTIONS
 from avbias.errors import ParamsError
 
 

@@ -31,8 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avbias.data.class_plan import cue_probs, drawn_cue, per_class_values
-from avbias.data.datasets import CREMAD_EMOTIONS, CREMAD_FIRST_ACTOR, CREMAD_SENTENCES
+from avbias.class_plan import cue_probs, drawn_cue, per_class_values
+from avbias.datasets import CREMAD_EMOTIONS, CREMAD_FIRST_ACTOR, CREMAD_SENTENCES
 from avbias.errors import DataError, ParamsError
 from avbias.ffmpeg import ffmpeg_exe
 from avbias.io import atomic_path
@@ -84,7 +84,7 @@ def class_snr_offsets(params: dict[str, Any], modality: str, num_classes: int) -
     return offsets
 
 
-# The generator's name for it (the analysis reads the same plan through avbias.data.class_plan).
+# The generator's name for it (the analysis reads the same plan through avbias.class_plan).
 class_cue_probs = cue_probs
 
 
@@ -339,7 +339,7 @@ def write_cremad_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> st
 
 def plan_kinetics_clips(params: dict[str, Any]) -> tuple[list[str], list[SynthClip], dict[str, Any]]:
     """Real Kinetics-Sounds ids (first ids of each class and split): (classes, clips, split JSON)."""
-    from avbias.data import kinetics_sounds as ks
+    from avbias.acquire import kinetics_sounds as ks
 
     all_classes, ids = ks.load_split(None)
     cfg = params["ks"]

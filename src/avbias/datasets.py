@@ -1,4 +1,4 @@
-"""The datasets avbias knows and the CREMA-D naming facts (Kinetics-Sounds: data/kinetics_sounds.py)."""
+"""The datasets avbias knows and the CREMA-D naming facts (Kinetics-Sounds: acquire/kinetics_sounds.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avbias.analysis import stats
+from avbias.analyse import stats
+from avbias.analyse.contract import is_joint
 
 ALPHA = 0.05
 MIN_SEEDS = 3
@@ -26,9 +27,6 @@ CONVERGED_RISE = 0.02          # accuracy may rise by less than 2 points over th
 BASELINE = "baseline"
 
 
-def is_joint(modalities: pd.Series) -> pd.Series:
-    """Rows of a runs table (column `modalities`, e.g. "audio+visual") that are joint models."""
-    return modalities.str.contains("+", regex=False)
 ALLOCATIONS = {"class_weights": "remedy: per-class modality weights fit on validation",
                "adaptive_fusion": "method: adaptive_fusion (allocation learnt in training)"}
 

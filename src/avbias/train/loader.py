@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avbias.features.shards import SplitArrays, load_split, read_manifest, shard_paths
+from avbias.shards import SplitArrays, load_split, read_manifest, shard_paths
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avbias.data.datasets import DATASETS
+from avbias.datasets import DATASETS
 from avbias.errors import DataError
-from avbias.features.decode import DecodeError, decode_audio, read_frames
-from avbias.features.shards import MANIFEST, QUARANTINE, write_shard
-from avbias.features.spectrogram import audio_features
+from avbias.extract.decode import DecodeError, decode_audio, read_frames
+from avbias.extract.spectrogram import audio_features
 from avbias.io import atomic_dir, atomic_path, write_json
 from avbias.parallel import process_pool
+from avbias.shards import MANIFEST, QUARANTINE, write_shard
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""Analysis: pure functions on arrays (no model, no shards)."""

@@ -1,1 +1,0 @@
-"""Datasets: names and classes, sources (synthetic, CREMA-D), manifests and splits."""

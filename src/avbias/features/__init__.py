@@ -1,1 +1,0 @@
-"""Decode media once into memory-mappable tensor shards."""
