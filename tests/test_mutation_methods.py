@@ -20,7 +20,7 @@ from avbias.errors import ParamsError
 from avbias.methods import create_method
 from avbias.methods.gblending import blending_weights, head_losses
 from avbias.methods.ogm_ge import modulate_gradients, ogm_ge_coefficients
-from avbias.methods.pmr import class_prototypes, prototype_logits
+from avbias.methods.pmr import class_prototypes, pmr_loss_terms, prototype_logits
 from avbias.models.fusion import AVClassifier
 from avbias.train.loop import Trainer
 
@@ -580,3 +580,329 @@ def test_mla_counts_the_train_loaders_batches(features: Path, batch_size: int, d
     trainer = Trainer(create_method("mla", params), features, params, seed=0, pretrained=[])
     assert trainer.method.batches == batches                          # 32 train clips
     assert trainer.model.head.test_fusion == "fixed"
+
+
+# --- second pass (issue 21): the survivors of `mutmut run "avbias.methods*"` --------------------------------------
+
+
+@pytest.mark.parametrize(("scores", "expected"), [
+    # main.py: ratio_v = score_v / score_a; visual modulated when ratio_v > 1, else audio with rho = 1 / ratio_v.
+    # k = 1 - tanh(0.8 rho) with rho 1.5: 1 - tanh(1.2) = 1 - 0.833655 = 0.166345.
+    ({"audio": 3.0, "visual": 2.0}, {"audio": 0.166345, "visual": 1.0}),     # audio dominant, s_visual != 1
+    ({"audio": 0.6, "visual": 0.4}, {"audio": 0.166345, "visual": 1.0}),     # scores below 1 (a small batch)
+    ({"audio": 0.4, "visual": 0.6}, {"audio": 1.0, "visual": 0.166345}),
+    # A zero score: the other modality's rho is huge (guarded by 1e-12, not a division by zero), k = 0.
+    ({"audio": 0.0, "visual": 0.5}, {"audio": 1.0, "visual": 0.0}),
+    ({"audio": 0.5, "visual": 0.0}, {"audio": 0.0, "visual": 1.0}),
+])
+def test_ogm_ge_coefficient_is_one_minus_tanh_of_the_score_ratio(scores: dict[str, float],
+                                                                 expected: dict[str, float]) -> None:
+    assert ogm_ge_coefficients(scores, 0.8) == {m: pytest.approx(k, abs=1e-6) for m, k in expected.items()}
+
+
+def test_ogm_ge_noise_of_a_zero_gradient_has_std_1e_8() -> None:
+    """main.py: normal_(0, grad.std() + 1e-8): a conv kernel whose gradient is all zeros still gets noise of std
+    1e-8 (the epsilon, added, not subtracted)."""
+    model, _, _ = backward_once()
+    conv = [p for p in model.encoders["audio"].parameters() if p.dim() == 4]
+    for p in conv:
+        p.grad.zero_()
+    torch.manual_seed(11)
+    modulate_gradients(model, {"audio": 0.5}, noise=True)
+    torch.manual_seed(11)
+    for p in conv:
+        torch.testing.assert_close(p.grad, torch.randn_like(p.grad) * 1e-8, rtol=1e-5, atol=0)
+
+
+def test_ogm_ge_logs_the_audio_visual_score_ratio_when_scores_are_below_one() -> None:
+    """Two samples, three classes: each score (a sum of two true-class probabilities) is below 1, and the
+    logged ratio is still s_audio / s_visual."""
+    torch.manual_seed(0)
+    model = AVClassifier(("audio", "visual"), 3, width=8)
+    inputs, labels = av_batch(n=2)
+    out = model(inputs)
+    F.cross_entropy(out.logits, labels).backward()
+    s = scores_by_hand(out, labels)
+    assert max(s.values()) < 1
+    logs = create_method("ogm_ge", {}).after_backward(model, out, labels, epoch=100)
+    assert logs["ratio_a_v"] == pytest.approx(s["audio"] / s["visual"], rel=1e-6)
+
+
+def test_pmr_loss_terms_with_scores_below_one_by_hand() -> None:
+    """Two samples: the strong modality's true-class probability is 3/4 on each (score 1.5), the weak one's 1/4
+    (score 0.5 < 1), so rho = s_strong / s_weak = 3 (a product would give 0.75, a score floored at 1 gives 1.5).
+    Paper: beta = alpha tanh(rho - 1) = 2 tanh(2); the code's switch: alpha. PCE(weak) = ln 4."""
+    ln3 = math.log(3)
+    strong = torch.tensor([[ln3, 0.0], [0.0, ln3]])
+    weak = torch.tensor([[0.0, ln3], [ln3, 0.0]])
+    labels = torch.tensor([0, 1])
+    dominant, weak_name, beta, pce, entropy = pmr_loss_terms({"audio": weak, "visual": strong}, labels, 2.0,
+                                                             "continuous")
+    assert (dominant, weak_name) == ("visual", "audio")
+    assert beta == pytest.approx(2.0 * math.tanh(2.0))
+    assert float(pce) == pytest.approx(math.log(4))
+    assert float(entropy) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), rel=1e-6)
+    assert pmr_loss_terms({"audio": weak, "visual": strong}, labels, 2.0)[2] == 2.0
+
+
+def test_pmr_method_passes_its_continuous_weighting_to_the_loss() -> None:
+    """weighting: continuous reaches the training loss: beta = alpha tanh(rho - 1), not the code's switch."""
+    method = create_method("pmr", {"methods": {"pmr": {"alpha": 1.5, "weighting": "continuous"}}})
+    model, out, labels = backward_once()
+    feats = {m: out.features[m].detach() for m in ("audio", "visual")}
+    method.prototypes = {m: torch.from_numpy(class_prototypes(feats[m].numpy() * 0.5 + 0.1, labels.numpy(), 3))
+                         for m in feats}
+    proto = {m: -torch.cdist(feats[m], method.prototypes[m]) for m in feats}
+    s = {m: float(torch.softmax(proto[m], 1)[torch.arange(6), labels].sum()) for m in feats}
+    dominant, weak = sorted(s, key=s.get, reverse=True)
+    beta = 1.5 * math.tanh(s[dominant] / s[weak] - 1)
+    assert 0 < beta < 1.4                                   # not the switch's 1.5
+    y = labels.numpy()
+    expected = ce_by_hand(out.logits.detach().numpy(), y) + beta * ce_by_hand(proto[weak].numpy(), y)
+    assert float(method.loss(out, labels, 0).detach()) == pytest.approx(expected, rel=1e-5)
+    assert method.after_backward(model, out, labels, 0)["beta"] == pytest.approx(beta, rel=1e-5)
+
+
+def test_mmpareto_applies_by_dataset_overrides() -> None:
+    params = {"methods": {"mmpareto": {"gamma": 1.0, "by_dataset": {"cremad": {"gamma": 3.0}}}}}
+    assert create_method("mmpareto", params, "cremad").hp.gamma == 3.0
+    assert create_method("mmpareto", params, "kinetics_sounds").hp.gamma == 1.0
+
+
+def test_overrides_for_a_dataset_outside_the_registry_apply_its_own_block() -> None:
+    """A dataset name the registry does not know has no family: only its own by_dataset block applies."""
+    from avbias.methods.registry import method_overrides
+
+    params = {"methods": {"pmr": {"alpha": 1.0, "by_dataset": {"my_corpus": {"alpha": 4.0}, "cremad": {"mu": 1.0}}}}}
+    assert method_overrides(params, "pmr", "my_corpus") == {"alpha": 4.0}
+    assert create_method("pmr", params, "not_registered").hp.alpha == 1.0
+
+
+def test_method_backward_hands_model_output_labels_and_epoch_to_after_backward() -> None:
+    """The default backward (loss.backward(), then after_backward) as OGM-GE uses it: the gradients are modulated
+    inside the window (epoch 0) and the logs are after_backward's."""
+    torch.manual_seed(0)
+    model = AVClassifier(("audio", "visual"), 3, width=8)
+    inputs, labels = av_batch()
+    out = model(inputs)
+    loss = F.cross_entropy(out.logits, labels)
+    plain = dict(zip([n for n, _ in model.named_parameters()],
+                     torch.autograd.grad(loss, list(model.parameters()), retain_graph=True), strict=True))
+    method = create_method("ogm_ge", {"methods": {"ogm_ge": {"generalisation_enhancement": False,
+                                                            "modulation_starts": 0, "modulation_ends": 0}}})
+    logs = method.backward(model, out, labels, 0, loss)
+    coeffs = ogm_ge_coefficients(scores_by_hand(out, labels), 0.8)
+    assert logs["coeff_audio"] == pytest.approx(coeffs["audio"]) and min(coeffs.values()) < 1
+    for name, p in model.named_parameters():
+        m = name.split(".")[1] if name.startswith("encoders.") else None
+        torch.testing.assert_close(p.grad, plain[name] * (coeffs[m] if m and p.dim() == 4 else 1.0))
+
+
+def test_mmpareto_orthogonal_gradients_count_as_a_conflict() -> None:
+    """MMPareto.py: equal weights only when cos > 0; at cos = 0 MinNormSolver decides. g_mm = (1, 0), g_uni = (0, 2):
+    k = <g_uni - g_mm, g_uni> / |g_mm - g_uni|^2 = 4 / 5 (_min_norm_element_from2: -(0 - 4) / (1 + 4 - 0))."""
+    from avbias.methods.mmpareto import pareto_weights
+
+    k = pareto_weights(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))
+    assert k == (pytest.approx(0.8), pytest.approx(0.2))
+
+
+def test_mmpareto_small_gradients_by_hand() -> None:
+    """Gradients of norm below 1 (the usual case): g_mm = (0.1, 0), g_uni = (-0.05, 0.1) conflict.
+    k = 0.0175 / 0.0325 = 7/13; d = 7/13 g_mm + 6/13 g_uni = (0.4, 0.6) / 13; 2d (norm 0.1109) is below
+    |g_mm + g_uni| = sqrt(0.0125) = 0.1118, so it is stretched to that norm along (2, 3), then times gamma 1.5."""
+    from avbias.methods.mmpareto import combine, pareto_weights
+
+    g_mm, g_uni = torch.tensor([0.1, 0.0], dtype=torch.float64), torch.tensor([-0.05, 0.1], dtype=torch.float64)
+    k = pareto_weights(g_mm, g_uni)
+    assert k == (pytest.approx(7 / 13), pytest.approx(6 / 13))
+    expected = torch.tensor([2.0, 3.0], dtype=torch.float64) / math.sqrt(13) * math.sqrt(0.0125) * 1.5
+    torch.testing.assert_close(combine(g_mm, g_uni, k, 1.5), expected)
+
+
+class _PrototypeRun:
+    """The RunContext PMR reads at epoch start: fixed train features and labels, and the run's device."""
+
+    splits = ("train", "val", "test")
+    num_classes = 2
+    train_batches = 1
+
+    def __init__(self, device: str) -> None:
+        self.device = torch.device(device)
+
+    def predict(self, split: str, fraction: float = 1.0, zeroed: tuple[str, ...] = (),
+                train_inputs: bool = False) -> dict[str, np.ndarray]:
+        assert (split, fraction, train_inputs) == ("train", 0.1, True)
+        feats = np.array([[0.0, 2.0], [2.0, 0.0], [4.0, 2.0]], np.float32)
+        return {"labels": np.array([0, 1, 0]), "features_audio": feats, "features_visual": feats * 2}
+
+
+def test_pmr_prototypes_are_placed_on_the_runs_device() -> None:
+    """The class means (here (2, 2) and (2, 0) for audio, twice that for visual) go to the run's device (the meta
+    device stands in for a GPU: a prototype left on the CPU would not be there)."""
+    method = create_method("pmr", {})
+    assert method.epoch_start(None, 0, _PrototypeRun("meta")) == {}
+    assert {m: p.device.type for m, p in method.prototypes.items()} == {"audio": "meta", "visual": "meta"}
+    method.epoch_start(None, 0, _PrototypeRun("cpu"))
+    torch.testing.assert_close(method.prototypes["audio"], torch.tensor([[2.0, 2.0], [2.0, 0.0]]))
+    torch.testing.assert_close(method.prototypes["visual"], torch.tensor([[4.0, 4.0], [4.0, 0.0]]))
+
+
+def _mla_steps(method, model: AVClassifier, batches: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One pass per modality for each batch index (the training loop's order): (head weight gradient before
+    after_backward, the step's mean feature, the gradient after), in float64."""
+    seen = []
+    for b in batches:
+        inputs, labels = av_batch(seed=20 + b)
+        for (m,) in method.step_modalities(b):
+            model.zero_grad(set_to_none=True)
+            out = model({m: inputs[m]})
+            method.loss(out, labels, 0).backward()
+            g = model.head.fc.weight.grad.double().numpy().copy()
+            method.after_backward(model, out, labels, 0)
+            seen.append((g, out.features[m].detach().double().mean(0).numpy(),
+                         model.head.fc.weight.grad.double().numpy().copy()))
+    return seen
+
+
+def test_mla_balancebenchmark_projector_accumulates_across_steps() -> None:
+    """GSPlugin keeps P between steps: with k = P x, P <- (P - k k^T / (a + k x^T)) / ||.||_F (entry by entry),
+    a = 0.1^(1 + batch / batches); step 1 leaves the gradient alone, step s >= 2 adds g P_s^T."""
+    torch.manual_seed(6)
+    model = AVClassifier(("audio", "visual"), 3, width=8, fusion="shared")
+    method = create_method("mla", {"methods": {"mla": {"projection": "balancebenchmark"}}})
+    method.batches = 2
+    (g1, _, after1), (g2, x2, after2), (g3, x3, after3), (g4, x4, after4) = _mla_steps(method, model, [0, 1])
+
+    def update(p: np.ndarray, x: np.ndarray, a: float) -> np.ndarray:
+        k = p @ x
+        p = p - np.outer(k, k) / (a + np.outer(k, x))
+        return p / np.sqrt((p**2).sum())
+
+    np.testing.assert_allclose(after1, g1)
+    p2 = update(np.eye(len(x2)), x2, 0.1)                 # batch 0: a = 0.1
+    np.testing.assert_allclose(after2, g2 + g2 @ p2.T, rtol=1e-4, atol=1e-6)
+    p3 = update(p2, x3, 0.1**1.5)                         # batch 1 of 2: a = 0.1^1.5, from P_2 (not from I)
+    np.testing.assert_allclose(after3, g3 + g3 @ p3.T, rtol=1e-4, atol=1e-6)
+    p4 = update(p3, x4, 0.1**1.5)
+    np.testing.assert_allclose(after4, g4 + g4 @ p4.T, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(method.projectors["shared"].double().numpy(), p4, rtol=1e-4, atol=1e-6)
+
+
+def test_mla_owm_leaves_a_modalitys_gradient_to_the_other_modalitys_projector_on_later_batches() -> None:
+    """Paper OWM over two batches: the audio step of batch 1 is projected by P_visual only, even though P_audio is
+    no longer the identity by then; P_m <- P - P x x^T P / (a + x^T P x) after each of m's steps."""
+    torch.manual_seed(7)
+    model = AVClassifier(("audio", "visual"), 3, width=8, fusion="shared")
+    method = create_method("mla", {"methods": {"mla": {"projection": "owm", "owm_alpha": 0.5}}})
+    steps = _mla_steps(method, model, [0, 1])
+
+    def update(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+        px = p @ x
+        return p - np.outer(px, px) / (0.5 + x @ px)
+
+    eye = np.eye(len(steps[0][1]))
+    p_a0, p_v0 = update(eye, steps[0][1]), update(eye, steps[1][1])
+    (g_a1, x_a1, after_a1), (g_v1, x_v1, after_v1) = steps[2], steps[3]
+    np.testing.assert_allclose(after_a1, g_a1 @ p_v0, rtol=1e-4, atol=1e-6)
+    p_a1 = update(p_a0, x_a1)
+    np.testing.assert_allclose(after_v1, g_v1 @ p_a1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(method.projectors["audio"].double().numpy(), p_a1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(method.projectors["visual"].double().numpy(), update(p_v0, x_v1), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("projection", ["owm", "balancebenchmark"])
+def test_mla_projectors_live_on_the_heads_device(projection: str) -> None:
+    """The meta device stands in for a GPU: a projector built on the CPU would not be where the head is."""
+    from avbias.models.fusion import ModelOutput
+
+    model = AVClassifier(("audio", "visual"), 3, width=8, fusion="shared").to("meta")
+    weight = model.head.fc.weight
+    weight.grad = torch.zeros_like(weight)
+    method = create_method("mla", {"methods": {"mla": {"projection": projection}}})
+    method.step_count = 1
+    out = ModelOutput(logits=torch.zeros(4, 3, device="meta"),
+                      features={"audio": torch.zeros(4, weight.shape[1], device="meta")},
+                      modality_logits={"audio": torch.zeros(4, 3, device="meta")})
+    method.after_backward(model, out, torch.zeros(4, dtype=torch.long), 0)
+    assert method.projectors and all(p.device.type == "meta" for p in method.projectors.values())
+    assert weight.grad.device.type == "meta"
+
+
+@pytest.mark.parametrize("name", ["mla", "gblending"])
+def test_mla_and_gblending_apply_by_dataset_overrides(name: str) -> None:
+    field, value = {"mla": ("owm_alpha", 0.25), "gblending": ("super_epoch", 3)}[name]
+    params = {"methods": {name: {"by_dataset": {"cremad": {field: value}}}}}
+    assert getattr(create_method(name, params, "cremad").hp, field) == value
+    assert getattr(create_method(name, params, "kinetics_sounds").hp, field) != value
+
+
+class _BlendingRun:
+    """The RunContext G-Blending reads: the splits present, and per split the fused, separate-head (aux_logits_*)
+    and fusion-block (logits_*) logits, which `moved` swaps for later (better trained) ones."""
+
+    num_classes = 2
+    train_batches = 1
+    device = torch.device("cpu")
+
+    def __init__(self, splits: tuple[str, ...] = ("train", "val", "test")) -> None:
+        self.splits = splits
+        self.moved = False
+        rng = np.random.default_rng(0)
+        self.logits = {(split, moved, key): rng.normal(size=(4, 2)).astype(np.float32) * (2 if moved else 1)
+                       for split in ("train", "val") for moved in (False, True)
+                       for key in ("logits", "aux_logits_audio", "aux_logits_visual", "logits_audio",
+                                   "logits_visual")}
+
+    def predict(self, split: str, fraction: float = 1.0, zeroed: tuple[str, ...] = (),
+                train_inputs: bool = False) -> dict[str, np.ndarray]:
+        assert (fraction, zeroed, train_inputs) == (1.0, (), False)
+        return {"labels": np.array([0, 1, 1, 0])} | {k: z for (s, moved, k), z in self.logits.items()
+                                                       if s == split and moved == self.moved}
+
+
+@pytest.mark.parametrize(("heads", "prefix"), [("separate", "aux_logits"), ("fusion_blocks", "logits")])
+def test_gblending_re_estimates_from_its_own_unimodal_heads_by_hand(heads: str, prefix: str) -> None:
+    """Online G-Blend (super_epoch 2): losses at epoch 0 and 2; per head dG = L_val(0) - L_val(2),
+    dO = (L_val(2) - L_train(2)) - (L_val(0) - L_train(0)), w = max(dG, 0) / dO^2 normalised; the unimodal losses
+    are those of the configured heads."""
+    run = _BlendingRun()
+    method = create_method("gblending", {"methods": {"gblending": {"super_epoch": 2, "unimodal_heads": heads}}})
+    labels = np.array([0, 1, 1, 0])
+
+    def loss(split: str, moved: bool, head: str) -> float:
+        key = "logits" if head == "fused" else f"{prefix}_{head}"
+        return ce_by_hand(run.logits[(split, moved, key)], labels)
+
+    raw = {}
+    for h in ("fused", "audio", "visual"):
+        gain = loss("val", False, h) - loss("val", True, h)
+        overfit = (loss("val", True, h) - loss("train", True, h)) - (loss("val", False, h) - loss("train", False, h))
+        raw[h] = max(gain, 0.0) / (overfit**2 + 1e-8)
+    assert sum(raw.values()) > 0
+    expected = {f"weight_{h}": pytest.approx(w / sum(raw.values()), rel=1e-4) for h, w in raw.items()}
+    method.setup(None, run)
+    assert method.epoch_start(None, 0, run) == {f"weight_{h}": pytest.approx(1 / 3) for h in raw}
+    run.moved = True
+    assert method.epoch_start(None, 1, run) == {f"weight_{h}": pytest.approx(1 / 3) for h in raw}
+    assert method.epoch_start(None, 2, run) == expected
+
+
+def test_gblending_without_a_validation_split_says_what_to_do() -> None:
+    with pytest.raises(ParamsError) as err:
+        create_method("gblending", {}).setup(None, _BlendingRun(("train", "test")))
+    assert str(err.value) == ("gblending estimates its weights on held-out data, and splits.val_fraction 0 leaves no "
+                              "validation split: carve one out of train, or leave gblending out of run.methods "
+                              "(BalanceBenchmark estimates on the test set, which avbias does not do)")
+
+
+def test_pmr_momentum_from_the_first_epoch_starts_from_fresh_prototypes() -> None:
+    """momentum_starts 0: before any prototype exists there is nothing to average with, so epoch 0's are the fresh
+    class means; epoch 1's are (1 - m) fresh + m previous (m = 0.2, the default)."""
+    method = create_method("pmr", {"methods": {"pmr": {"momentum_starts": 0}}})
+    run = _PrototypeRun("cpu")
+    method.epoch_start(None, 0, run)
+    torch.testing.assert_close(method.prototypes["audio"], torch.tensor([[2.0, 2.0], [2.0, 0.0]]))
+    method.prototypes = {m: p + 1.0 for m, p in method.prototypes.items()}
+    method.epoch_start(None, 1, run)
+    torch.testing.assert_close(method.prototypes["audio"], torch.tensor([[2.2, 2.2], [2.2, 0.2]]))
