@@ -8,7 +8,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.8
 # The rules call `avbias`, `snakemake` and `dvc` from the venv.
 export PATH := $(BIN):$(PATH)
-DEMO := --configfile params.yaml config/demo.yaml config/scenarios/audio_dominant_mixed.yaml
+DEMO := --configfile params.yaml config/demo.yaml config/scenarios/claim3_underuse.yaml
 
 .PHONY: demo demo-check test test-cluster test-scenarios install lock lint clean-demo mutation
 
