@@ -162,8 +162,9 @@ def test_an_unknown_excluded_method_is_rejected(tmp_path: Path) -> None:
 
 
 def demo_params() -> dict[str, Any]:
-    return load_params(REPO / "params.yaml", REPO / "config" / "demo.yaml",
-                       REPO / "config" / "scenarios" / "audio_dominant_mixed.yaml")
+    """The params `make demo` runs with: the config files named once, in the Makefile's DEMO line."""
+    line = next(x for x in (REPO / "Makefile").read_text().splitlines() if x.startswith("DEMO :="))
+    return load_params(*(REPO / name for name in line.split("--configfile", 1)[1].split()))
 
 
 @pytest.mark.parametrize(("change", "shown"), [
@@ -188,10 +189,13 @@ def test_the_protocol_text_follows_the_params(change: dict[str, Any], shown: str
 
 def test_the_protocol_text_names_the_demo_recipe_and_its_scenario() -> None:
     text = protocol_text(demo_params(), "synth_cremad")
-    assert text.startswith("SGD lr 0.01 (momentum 0.9, weight decay 0.0001), StepLR every 10 epochs x0.1, "
-                           "16 epochs, batch 32")
+    train = demo_params()["train"]
+    assert text.startswith(f"SGD lr {train['lr']} (momentum 0.9, weight decay 0.0001), "
+                           f"StepLR every {train['lr_step']} epochs x0.1, "
+                           f"{train['epochs']} epochs, batch {train['batch_size']}")
     assert "4 seeds (0, 1, 2, 3)" in text and "tested at the best validation epoch" in text
-    assert "visual offsets per class (dB) [-8, -8, 0, 0, -8, -8]" in text
+    cue = demo_params()["synth"]["visual_class_cue_prob"]
+    assert f"visual cue kept per class {cue}" in text, text
     assert "synthetic" not in protocol_text(demo_params(), "cremad")   # the planted keys only for synthetic data
 
 
