@@ -165,7 +165,7 @@ def cue_truths(synth: dict[str, Any], per_class: pd.DataFrame, references: pd.Da
         "recovered": set(found) == set(planted_classes),
         "evidence": f"planted {', '.join(planted_classes) or 'none'}; baseline loses on {', '.join(found) or 'none'}",
         "reason": "classes where the Bayes-optimal fusion beats the overall more capable modality alone by more "
-                  f"than {planted.TIE_MARGIN} (analysis.cues), against those the baseline loses to the Bayes-optimal "
+                  f"than {planted.TIE_MARGIN} (analyse.cues), against those the baseline loses to the Bayes-optimal "
                   "fusion (Holm over classes, p < 0.05)"}}
 
 

@@ -30,7 +30,7 @@ BY_DATASET = "by_dataset"
 
 
 class RunContext(Protocol):
-    """What a method may read of the run it belongs to (avbias.train.Trainer provides it): methods depend on
+    """What a method may read of the run it belongs to (avbias.train.loop.Trainer provides it): methods depend on
     this, not on the training loop."""
 
     splits: tuple[str, ...]          # the splits present: train, val (may be absent), test
