@@ -381,6 +381,22 @@ def test_late_fusion_accuracy_pairs_each_seeds_unimodal_models() -> None:
     assert references.late_fusion_accuracy(loaded).empty
 
 
+def test_holm_claim3_counts_a_comparison_restated_by_two_rows_once() -> None:
+    # The headline row for the per-class weights restates the recovery row of class_weights (same classes):
+    # one test, so the family is 2, not 3: .01 x 2 = .02 for both rows, .04 x 1 = .04.
+    same = {"p": 0.01, "effect": 0.2, "n_seeds": 6, "verdict": "supported", "reason": "r"}
+    rows = [{"claim": "3. capability-aware allocation helps where the weak modality is more capable", **same},
+            {"claim": findings.RECOVERY_CLAIM, "subject": "remedy: class_weights", **same},
+            {"claim": findings.RECOVERY_CLAIM, "subject": "remedy: temperature", "p": 0.04, "effect": 0.1,
+             "n_seeds": 6, "verdict": "supported", "reason": "r"}]
+    out = findings.holm_claim3(rows)
+    assert [r["p_holm"] for r in out] == pytest.approx([0.02, 0.02, 0.04])
+    assert [r["verdict"] for r in out] == ["supported"] * 3
+    # The same effect and p over other seeds is another test.
+    other = findings.holm_claim3(rows[:2] + [{**rows[0], "n_seeds": 5}])
+    assert [r["p_holm"] for r in other] == pytest.approx([0.02, 0.02, 0.02])
+
+
 def test_holm_claim3_corrects_the_overall_rows_as_their_own_family() -> None:
     rows = [{"claim": findings.RECOVERY_CLAIM, "p": 0.02, "verdict": "supported", "reason": "r"},
             {"claim": findings.OVERALL_CLAIM, "p": 0.03, "verdict": "supported", "reason": "r"},
