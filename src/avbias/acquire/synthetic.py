@@ -325,16 +325,20 @@ def write_video(path: Path, frames: Iterator[np.ndarray], audio_path: Path, fmt:
 
 def write_cremad_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> str:
     wav_path = root / "AudioWAV" / f"{clip.clip_id}.wav"
-    flv_path = root / "VideoFlash" / f"{clip.clip_id}.flv"
+    write_clip(clip, params, wav_path, root / "VideoFlash" / f"{clip.clip_id}.flv", CREMAD_VIDEO)
+    return clip.clip_id
+
+
+def write_clip(clip: SynthClip, params: dict[str, Any], wav_path: Path, video_path: Path, fmt: VideoFormat) -> None:
+    """The clip's audio to wav_path, then its video (muxed with that audio) to video_path in fmt's codecs."""
     # A corrupted cue is rendered as a clip of the cue's class, with that class's offset: the modality's
     # observation then depends on the cue alone, so the planted Bayes accuracies are exact.
     audio_clip, visual_clip = cue_clip(params, "audio", clip), cue_clip(params, "visual", clip)
     audio_db, audio_offset = class_snr_db(params, "audio", audio_clip.label, clip.num_classes)
     write_wav(wav_path, render_audio(audio_clip, audio_db, params["seed"], audio_offset))
     visual_db, visual_offset = class_snr_db(params, "visual", visual_clip.label, clip.num_classes)
-    frames = render_frames(visual_clip, visual_db, params["seed"], CREMAD_VIDEO, visual_offset)
-    write_video(flv_path, frames, wav_path, CREMAD_VIDEO)
-    return clip.clip_id
+    frames = render_frames(visual_clip, visual_db, params["seed"], fmt, visual_offset)
+    write_video(video_path, frames, wav_path, fmt)
 
 
 def plan_kinetics_clips(params: dict[str, Any]) -> tuple[list[str], list[SynthClip], dict[str, Any]]:
@@ -363,13 +367,7 @@ def write_kinetics_clip(root: Path, clip: SynthClip, params: dict[str, Any]) -> 
     video = root / clip.video_path
     video.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=video.parent, prefix=".audio-") as tmp:
-        wav_path = Path(tmp) / "audio.wav"
-        audio_clip, visual_clip = cue_clip(params, "audio", clip), cue_clip(params, "visual", clip)
-        audio_db, audio_offset = class_snr_db(params, "audio", audio_clip.label, clip.num_classes)
-        write_wav(wav_path, render_audio(audio_clip, audio_db, params["seed"], audio_offset))
-        visual_db, visual_offset = class_snr_db(params, "visual", visual_clip.label, clip.num_classes)
-        frames = render_frames(visual_clip, visual_db, params["seed"], KINETICS_VIDEO, visual_offset)
-        write_video(video, frames, wav_path, KINETICS_VIDEO)
+        write_clip(clip, params, Path(tmp) / "audio.wav", video, KINETICS_VIDEO)
     return clip.clip_id
 
 
