@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 BIAS = "bias"
 FLOAT_FORMAT = "%.6g"
+BASELINE = "baseline"       # the joint method every other allocation is held against (findings, report)
+# calibration.csv's ECE bins: equal-width confidence intervals, as many as Guo et al. 2017 use (analyse.calibration).
+ECE_BINS = 15
 
 
 @dataclass

@@ -19,12 +19,11 @@ import numpy as np
 import pandas as pd
 
 from avbias.analyse import stats
-from avbias.analyse.contract import is_joint
+from avbias.analyse.contract import BASELINE, is_joint
 
 ALPHA = 0.05
 MIN_SEEDS = 3
 CONVERGED_RISE = 0.02          # accuracy may rise by less than 2 points over the last quarter of the epochs
-BASELINE = "baseline"
 
 
 ALLOCATIONS = {"class_weights": "remedy: per-class modality weights fit on validation",
