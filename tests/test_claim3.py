@@ -357,6 +357,29 @@ def test_analyse_findings_carry_claim3_by_cost(name: str, weights: dict[str, flo
         assert lost["p_holm"] >= lost["p"]
 
 
+def test_every_remedy_enters_the_claim3_family() -> None:
+    """Each remedy of remedies.REMEDIES fit on the baseline (calibrate_branches included) gets its claim-3 rows,
+    overall and on the classes the baseline loses, and Holm's correction runs over all of them: the family
+    grows with REMEDIES, never a hard-coded count."""
+    from avbias.analyse import claims
+
+    per_class, oracle, references = analyse_tables("claim3_underuse", {"audio": 1.0, "visual": 0.1})
+    # Every remedy scored as the oracle, each a little worse than the last (distinct p-values).
+    remedy_rows = pd.concat([oracle.assign(remedy=name, **{f"class_acc_{i}": oracle[f"class_acc_{i}"] - 0.01 * k
+                                                           for i in range(6)})
+                             for k, name in enumerate(remedies.REMEDIES)], ignore_index=True)
+    params = {"synth": scenario("claim3_underuse"), "analysis": {"dominance_margin": 0.0}}
+    rows = findings.holm_claim3(claims.cost_findings("synth_cremad", per_class, remedy_rows, references, CLASSES,
+                                                     {"baseline": True}, dict.fromkeys(CLASSES, 60), params))
+    assert "calibrate_branches" in remedies.REMEDIES
+    for claim in (findings.RECOVERY_CLAIM, findings.OVERALL_CLAIM):
+        family = [r for r in rows if r["claim"] == claim]
+        assert [r["subject"] for r in family] == [f"remedy: {name}" for name in sorted(remedies.REMEDIES)]
+        p = np.array([r["p"] for r in family])
+        np.testing.assert_allclose([r["p_holm"] for r in family], stats.holm(p))
+        assert min(r["p_holm"] for r in family) == pytest.approx(min(1.0, p.min() * len(remedies.REMEDIES)))
+
+
 def test_late_fusion_accuracy_pairs_each_seeds_unimodal_models() -> None:
     """references.late_fusion_accuracy: calibrated unimodal log-likelihood logits fuse to the Bayes decision."""
     from avbias.analyse import references

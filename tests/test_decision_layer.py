@@ -172,6 +172,42 @@ def test_remedies_recover_known_optima() -> None:
     np.testing.assert_allclose(per_class["audio"] * [3, 4], per_class["visual"] * [1, 2])   # equal rows after
 
 
+def linear_head_run(rng: np.random.Generator, fusion: str = "concat") -> tuple[dict, dict[str, np.ndarray]]:
+    """A joint run with the concat head W above (b = (0.5, -0.5)) on random features, validation included."""
+    bias = np.array([0.5, -0.5])
+    outputs: dict[str, np.ndarray] = {"modalities": np.array(MODS), "head_weight": W, "head_bias": bias,
+                                      "feature_dims": np.array(DIMS)}
+    for split, n in (("val", 30), ("test", 40)):
+        features = {"audio": rng.normal(size=(n, 2)), "visual": rng.normal(size=(n, 1))}
+        outputs |= {f"{split}_features_{m}": f for m, f in features.items()}
+        outputs[f"{split}_logits"] = np.concatenate([features["audio"], features["visual"]], axis=1) @ W.T + bias
+        outputs[f"{split}_labels"] = (outputs[f"{split}_logits"] + rng.normal(0, 2, (n, 2))).argmax(1)
+    return {"method": "baseline", "seed": 3, "classes": ["A", "B"], "fusion": fusion}, outputs
+
+
+def test_branch_calibration_and_remedies_apply_to_linear_heads_with_validation() -> None:
+    from avbias.analyse.calibration import branch_calibration
+    from avbias.analyse.measures import apply_remedies, calibrate_run
+    from avbias.analyse.remedies import REMEDIES
+
+    metrics, outputs = linear_head_run(np.random.default_rng(4))
+    rows = calibrate_run(metrics, outputs)
+    blocks = dl.weight_blocks(W, DIMS, MODS)
+    parts = {split: {m: outputs[f"{split}_features_{m}"] @ blocks[m].T for m in MODS} for split in ("val", "test")}
+    expected = branch_calibration(parts["val"], parts["test"], outputs["head_bias"], outputs["val_labels"],
+                                  outputs["test_labels"])
+    assert rows == [{"method": "baseline", "seed": 3, **r} for r in expected]
+    assert [r["modality"] for r in rows] == MODS and all(r["temperature"] > 0 for r in rows)
+    assert [r["remedy"] for r in apply_remedies(metrics, outputs, "visual")] == ["none", *REMEDIES]
+    # Where the remedies do not apply, neither does the calibration: a shared head, a non-additive one, no
+    # validation split, a unimodal run.
+    shared = linear_head_run(np.random.default_rng(4), fusion="shared")
+    assert calibrate_run(*shared) == [] == apply_remedies(*shared, "visual")
+    assert calibrate_run({**metrics, "additive": False}, outputs) == []
+    assert calibrate_run(metrics, {k: v for k, v in outputs.items() if k != "val_labels"}) == []
+    assert calibrate_run(metrics, {**outputs, "modalities": np.array(["audio"])}) == []
+
+
 def test_bootstrap_ci_and_paired_test() -> None:
     from avbias.analyse.stats import bootstrap_ci, paired_permutation_p
 

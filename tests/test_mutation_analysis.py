@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from avbias import metrics as mt
-from avbias.analyse import capability, findings, planted, remedies, stats
+from avbias.analyse import calibration, capability, findings, planted, remedies, stats
 from avbias.analyse import decision_layer as dl
 from avbias.errors import ParamsError
 
@@ -184,11 +184,11 @@ def nll_by_hand(logits: np.ndarray, labels: np.ndarray) -> float:
 def test_nll_is_stable_per_row() -> None:
     logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]])
     labels = np.array([0, 2])
-    assert remedies._nll(logits, labels) == pytest.approx(nll_by_hand(logits, labels))
+    assert remedies.nll(logits, labels) == pytest.approx(nll_by_hand(logits, labels))
     # Rows 2000 apart: each row is shifted by its own maximum (no overflow, no underflow to log 0).
     far = np.array([[1000.0, 999.0], [-1000.0, -1001.0]])
     expected = math.log(1 + math.exp(-1))
-    assert remedies._nll(far, np.array([0, 1])) == pytest.approx((expected + expected + 1) / 2)
+    assert remedies.nll(far, np.array([0, 1])) == pytest.approx((expected + expected + 1) / 2)
 
 
 def test_combine_adds_the_bias() -> None:
@@ -226,6 +226,106 @@ def test_temperature_weights_are_the_grid_argmin() -> None:
     # A modality that contributes nothing ties on every temperature: the first (smallest) T is kept.
     zero = {"a": val["a"], "v": np.zeros((40, 3))}
     assert remedies.temperature_weights(zero, bias, labels, grid)["v"] == pytest.approx(1 / 0.5)
+
+
+def test_branch_temperatures_recover_each_branchs_own_optimum() -> None:
+    # Two classes, four samples, labels 0, 0, 0, 1: a branch whose logits are the same z on every sample has
+    # NLL -3/4 log s(m) - 1/4 log s(-m) in its margin m = z_0 - z_1 (s the logistic), least at s(m) = 3/4,
+    # m = log 3. With b = (0.5, -0.5) over M = 2 branches, each branch's share b/2 adds 0.5 to its margin:
+    # C_m = (a_m, 0) with a_m / T_m + 0.5 = log 3 makes T_m its optimum exactly. T_a = 2, T_v = 0.5.
+    labels = np.array([0, 0, 0, 1])
+    bias = np.array([0.5, -0.5])
+    a_audio, a_visual = 2.0 * (math.log(3) - 0.5), 0.5 * (math.log(3) - 0.5)
+    val = {"audio": np.tile([a_audio, 0.0], (4, 1)), "visual": np.tile([a_visual, 0.0], (4, 1))}
+    grid = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
+
+    def branch_nll(c: np.ndarray, t: float) -> float:
+        return nll_by_hand(c / t + bias / 2, labels)
+
+    for m, t in (("audio", 2.0), ("visual", 0.5)):          # the optimum, by hand, is the one on the grid
+        assert min(grid, key=lambda g, m=m: branch_nll(val[m], g)) == t
+    got = remedies.branch_temperature_weights(val, bias, labels, grid)
+    assert got == {"audio": pytest.approx(1 / 2.0), "visual": pytest.approx(1 / 0.5)}
+    # Each branch on its own: the joint fit of the fused NLL lands elsewhere (a_a / 2 + a_v / 0.5 + 1 != log 3).
+    assert remedies.temperature_weights(val, bias, labels, grid) != got
+    assert remedies.REMEDIES["calibrate_branches"](val, bias, labels, {}) == remedies.branch_temperature_weights(
+        val, bias, labels)
+
+
+def test_calibrate_branches_fuses_each_branch_scaled_by_its_own_temperature() -> None:
+    # The remedy's weights are 1/T_m (T_a = 2, T_v = 0.5 as above); fused: C_a / 2 + C_v / 0.5 + b, the bias
+    # whole and unscaled, which is the sum of the calibrated branches C_m / T_m + b/2.
+    labels = np.array([0, 0, 0, 1])
+    bias = np.array([0.5, -0.5])
+    val = {"audio": np.tile([2.0 * (math.log(3) - 0.5), 0.0], (4, 1)),
+           "visual": np.tile([0.5 * (math.log(3) - 0.5), 0.0], (4, 1))}
+    alpha = remedies.branch_temperature_weights(val, bias, labels, np.array([0.25, 0.5, 1.0, 2.0, 4.0]))
+    test = {"audio": np.array([[1.0, -2.0], [0.4, 3.0]]), "visual": np.array([[0.3, 0.1], [-1.0, 0.6]])}
+    by_hand = np.array([[1.0 / 2 + 0.3 / 0.5 + 0.5, -2.0 / 2 + 0.1 / 0.5 - 0.5],
+                        [0.4 / 2 - 1.0 / 0.5 + 0.5, 3.0 / 2 + 0.6 / 0.5 - 0.5]])
+    np.testing.assert_allclose(remedies.combine(test, bias, alpha), by_hand)
+    branches = remedies.branch_logits(test, bias, alpha)
+    np.testing.assert_allclose(branches["audio"], test["audio"] / 2 + bias / 2)
+    np.testing.assert_allclose(branches["visual"], test["visual"] / 0.5 + bias / 2)
+    np.testing.assert_allclose(branches["audio"] + branches["visual"], by_hand)
+    np.testing.assert_allclose(remedies.branch_logits(test, bias)["visual"], test["visual"] + bias / 2)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # 5 bins of width 0.2, right-closed: (0, .2], (.2, .4], (.4, .6], (.6, .8], (.8, 1].
+    probs = np.array([[0.90, 0.05, 0.05],      # conf .90, label 0: right   -> bin 5
+                      [0.85, 0.10, 0.05],      # conf .85, label 1: wrong   -> bin 5
+                      [0.70, 0.20, 0.10],      # conf .70, label 0: right   -> bin 4
+                      [0.10, 0.50, 0.40],      # conf .50, label 1: right   -> bin 3
+                      [0.45, 0.35, 0.20],      # conf .45, label 2: wrong   -> bin 3
+                      [0.40, 0.30, 0.30]])     # conf .40 on an edge, label 1: wrong -> bin 2, not 3
+    labels = np.array([0, 1, 0, 1, 2, 1])
+    # bin 5: acc 1/2, conf .875 (2 of 6); bin 4: 1 vs .7 (1); bin 3: 1/2 vs .475 (2); bin 2: 0 vs .4 (1).
+    expected = (2 * abs(0.5 - 0.875) + abs(1 - 0.7) + 2 * abs(0.5 - 0.475) + abs(0 - 0.4)) / 6     # 0.25
+    assert calibration.expected_calibration_error(probs, labels, bins=5) == pytest.approx(expected)
+    assert expected == pytest.approx(0.25)
+    # Not the unweighted mean over bins (0.275), nor left-closed bins (.40 with .50 and .45: 1.4 / 6).
+    assert expected != pytest.approx((0.375 + 0.3 + 0.025 + 0.4) / 4)
+    assert expected != pytest.approx((0.75 + 0.3 + 3 * abs(1 / 3 - 0.45) + 0) / 6)
+    # One bin: |overall accuracy - mean confidence| = |3/6 - 3.8/6|.
+    assert calibration.expected_calibration_error(probs, labels, bins=1) == pytest.approx(0.8 / 6)
+    assert calibration.ECE_BINS == 15                          # Guo et al. 2017
+    assert calibration.expected_calibration_error(probs, labels) == pytest.approx(
+        (abs(1 - 0.9) + abs(0 - 0.85) + abs(1 - 0.7) + abs(1 - 0.5) + abs(0 - 0.45) + abs(0 - 0.4)) / 6)
+
+
+def ece_by_hand(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Softmax, then per sample its bin ceil(conf * bins) (right-closed), then sum_b n_b / N |acc_b - conf_b|."""
+    probs = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits]
+    binned: dict[int, list[tuple[float, float]]] = {}
+    for p, y in zip(probs, labels, strict=True):
+        binned.setdefault(math.ceil(max(p) * bins), []).append((max(p), float(p.index(max(p)) == y)))
+    return sum(len(v) / len(labels) * abs(sum(ok for _, ok in v) / len(v) - sum(c for c, _ in v) / len(v))
+               for v in binned.values())
+
+
+def test_branch_calibration_scores_each_branch_before_and_after_its_temperature() -> None:
+    labels = np.array([0, 0, 0, 1])
+    bias = np.array([0.5, -0.5])
+    val = {"audio": np.tile([2.0 * (math.log(3) - 0.5), 0.0], (4, 1)),
+           "visual": np.tile([0.5 * (math.log(3) - 0.5), 0.0], (4, 1))}
+    test = {"audio": np.array([[3.0, -1.0], [0.5, 1.5], [2.0, 0.0]]),
+            "visual": np.array([[0.2, 0.0], [0.0, 0.1], [0.3, 0.3]])}
+    test_labels = np.array([0, 1, 1])
+    rows = calibration.branch_calibration(val, test, bias, labels, test_labels)
+    assert [r["modality"] for r in rows] == ["audio", "visual"]
+    for row in rows:
+        m = row["modality"]
+        # T_m: the grid point with the least validation NLL of the branch alone, C_m / T + b/2.
+        fitted = min(remedies.TEMPERATURE_GRID, key=lambda g, m=m: nll_by_hand(val[m] / g + bias / 2, labels))
+        assert row["temperature"] == pytest.approx(fitted)
+        for suffix, logits in (("", test[m] + bias / 2), ("_calibrated", test[m] / fitted + bias / 2)):
+            assert row[f"test_nll{suffix}"] == pytest.approx(nll_by_hand(logits, test_labels))
+            assert row[f"test_ece{suffix}"] == pytest.approx(ece_by_hand(logits, test_labels))
+    # Audio as trained, margins (b/2 adds 0.5): 4.5 (right), -0.5 (class 1, right), 2.5 (class 0, wrong); each
+    # confidence s(|margin|) in a bin of its own, so ECE = mean |right - confidence|.
+    conf = [1 / (1 + math.exp(-x)) for x in (4.5, 0.5, 2.5)]
+    assert rows[0]["test_ece"] == pytest.approx((1 - conf[0] + 1 - conf[1] + conf[2]) / 3)
 
 
 def class_weight_objective(theta: np.ndarray, c: np.ndarray, bias: np.ndarray, labels: np.ndarray,

@@ -1,11 +1,12 @@
 """The analyse stage: a dataset's runs in, one DatasetAnalysis (contract.py) out, which the report reads.
 
 runs.py            the runs together: aggregation over seeds, persistence, dominance, capability, weak modality
-measures.py        one run's measures (run, class, sample) and its decision-layer remedies
+measures.py        one run's measures (run, class, sample), its decision-layer remedies and branch calibration
 references.py      what the baseline's per-class accuracy is held against (late fusion, re-fused branches, Bayes)
 claims.py          the paper's claims and the planted truths for one dataset, as the findings table
 findings.py        the tests behind a verdict (supported | not supported | inconclusive, and why)
-decision_layer.py, remedies.py, stats.py, planted.py, cues.py, capability.py   pure functions on arrays
+decision_layer.py, remedies.py, calibration.py, stats.py, planted.py, cues.py, capability.py
+                   pure functions on arrays
 compare.py         `avbias compare-verdicts`: do two analyses of one study reach the same conclusions?
 
 Importing this package costs nothing: `analyse` imports the modules when it runs."""

@@ -1,6 +1,7 @@
 """One run's measures, pure functions of its metrics.json and outputs.npz: run-level (one row of runs.csv),
-per class (per_class.csv), per test sample (samples.csv), and the decision-layer remedies (remedies.csv).
-The decision-layer arithmetic itself is in decision_layer.py, the remedies in remedies.py."""
+per class (per_class.csv), per test sample (samples.csv), the decision-layer remedies (remedies.csv) and each
+branch's calibration (calibration.csv). The decision-layer arithmetic itself is in decision_layer.py, the
+remedies in remedies.py, the calibration measures in calibration.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from avbias.analyse import decision_layer as dl
-from avbias.analyse.remedies import REMEDIES, combine
+from avbias.analyse.calibration import branch_calibration
+from avbias.analyse.remedies import REMEDIES, branch_logits, combine
 from avbias.metrics import accuracy, macro_f1, per_class_accuracy
 
 ANALYSIS_SPLIT = "test"
@@ -203,25 +205,49 @@ def class_rows(metrics: dict[str, Any], outputs: dict[str, np.ndarray], split: s
             for c, name in enumerate(classes)]
 
 
-def apply_remedies(metrics: dict[str, Any], outputs: dict[str, np.ndarray], weak: str) -> list[dict[str, Any]]:
-    """Each decision-layer remedy fitted on validation and evaluated on test (models with linear heads)."""
-    modalities = [str(m) for m in outputs["modalities"]]
-    if len(modalities) < 2 or not linear_head(metrics, outputs) or not metrics.get("additive", True) \
+def refit_split(metrics: dict[str, Any], outputs: dict[str, np.ndarray]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray] | None:
+    """The validation and test contributions C_m and the bias b of a joint model whose decision layer can be
+    refit on validation (the remedies, the branch calibration): a head linear per modality whose logits
+    decompose, and validation outputs to fit on; None otherwise."""
+    if len(outputs["modalities"]) < 2 or not linear_head(metrics, outputs) or not metrics.get("additive", True) \
             or "val_labels" not in outputs:   # fit on validation only
-        return []
-    norms = {m: n["per_class"] for m, n in weight_norms(outputs, modalities).items()}
+        return None
     val, bias = contributions(metrics, outputs, "val")
     test, _ = contributions(metrics, outputs, "test")
+    return val, test, bias
+
+
+def apply_remedies(metrics: dict[str, Any], outputs: dict[str, np.ndarray], weak: str) -> list[dict[str, Any]]:
+    """Each decision-layer remedy fitted on validation and evaluated on test (models with linear heads)."""
+    split = refit_split(metrics, outputs)
+    if split is None:
+        return []
+    val, test, bias = split
+    modalities = list(test)
+    norms = {m: n["per_class"] for m, n in weight_norms(outputs, modalities).items()}
     labels, num_classes = outputs["test_labels"], len(metrics["classes"])
+    trained = branch_logits(test, bias)         # who decides: each branch's prediction as trained
     rows = []
     for name, remedy in {"none": lambda *args: {m: 1.0 for m in modalities}, **REMEDIES}.items():
         alpha = remedy(val, bias, outputs["val_labels"], norms)
         logits = combine(test, bias, alpha)
         pred = logits.argmax(1)
-        decides = dl.who_decides(logits, {m: test[m] + bias / len(modalities) for m in modalities})
+        decides = dl.who_decides(logits, trained)
         row = {**_key(metrics), "remedy": name,
                "test_acc": accuracy(pred, labels), "test_macro_f1": macro_f1(pred, labels, num_classes),
                "weak": weak, "weak_decides": decides[weak]}
         row.update({f"class_acc_{c}": float(x) for c, x in enumerate(per_class_accuracy(pred, labels, num_classes))})
         rows.append(row)
     return rows
+
+
+def calibrate_run(metrics: dict[str, Any], outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Each branch's calibration on test, as trained and after its own temperature fit on validation
+    (calibration.branch_calibration), one row per modality; none where the remedies do not apply."""
+    split = refit_split(metrics, outputs)
+    if split is None:
+        return []
+    val, test, bias = split
+    return [{**_key(metrics), **row}
+            for row in branch_calibration(val, test, bias, outputs["val_labels"], outputs["test_labels"])]

@@ -18,7 +18,17 @@ def combine(contributions: Contributions, bias: np.ndarray, alpha: dict[str, np.
     return sum(np.asarray(alpha[m]) * c for m, c in contributions.items()) + bias
 
 
-def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
+def branch_logits(contributions: Contributions, bias: np.ndarray,
+                  alpha: dict[str, np.ndarray | float] | None = None) -> Contributions:
+    """Each branch's own logits alpha_m C_m + b/M (alpha_m = 1 unless given): its contribution with an even share
+    of the bias over the M modalities, as OGM-GE scores a branch (W_m f_m + b/2); they sum to
+    combine(contributions, bias, alpha)."""
+    return {m: np.asarray((alpha or {}).get(m, 1.0)) * c + bias / len(contributions)
+            for m, c in contributions.items()}
+
+
+def nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the labels under softmax(logits), each row shifted by its maximum."""
     z = logits - logits.max(1, keepdims=True)
     return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]))
 
@@ -28,15 +38,27 @@ TEMPERATURE_GRID = np.geomspace(0.05, 20, 41)
 
 def temperature_weights(val: Contributions, bias: np.ndarray, labels: np.ndarray,
                         grid: np.ndarray = TEMPERATURE_GRID) -> dict[str, float]:
-    """Per-modality logit calibration: 1/T_m for each modality, by grid search minimising validation NLL."""
+    """Per-modality logit scaling: 1/T_m for each modality, fit jointly by grid search over every combination,
+    minimising the fused validation NLL of sum_m C_m / T_m + b (not each branch's own calibration:
+    branch_temperature_weights). The first grid point of a tie is kept."""
     mods = list(val)
     best, best_alpha = np.inf, {m: 1.0 for m in mods}
     for values in np.array(np.meshgrid(*[grid] * len(mods))).reshape(len(mods), -1).T:
         alpha = dict(zip(mods, 1 / values, strict=True))
-        nll = _nll(combine(val, bias, alpha), labels)
-        if nll < best - 1e-12:
-            best, best_alpha = nll, alpha
+        loss = nll(combine(val, bias, alpha), labels)
+        if loss < best - 1e-12:
+            best, best_alpha = loss, alpha
     return best_alpha
+
+
+def branch_temperature_weights(val: Contributions, bias: np.ndarray, labels: np.ndarray,
+                               grid: np.ndarray = TEMPERATURE_GRID) -> dict[str, float]:
+    """Calibration before fusion: 1/T_m for each modality fit on its own branch, C_m / T_m + b/M (M modalities,
+    the bias shared evenly and left unscaled), by grid search minimising that branch's validation NLL. Unlike
+    temperature_weights, no T_m sees the other branches: the fused logits sum_m C_m / T_m + b are the sum of
+    the calibrated branches (the paper blames "aggregating uncalibrated modality outputs at the fusion stage")."""
+    share = bias / len(val)
+    return {m: temperature_weights({m: c}, share, labels, grid)[m] for m, c in val.items()}
 
 
 def standardise_weights(val: Contributions) -> dict[str, float]:
@@ -94,6 +116,7 @@ Remedy = Callable[[Contributions, np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 REMEDIES: dict[str, Remedy] = {
     "temperature": lambda val, bias, labels, norms: temperature_weights(val, bias, labels),
+    "calibrate_branches": lambda val, bias, labels, norms: branch_temperature_weights(val, bias, labels),
     "standardise": lambda val, bias, labels, norms: standardise_weights(val),
     "norm_equal_global": lambda val, bias, labels, norms: norm_equalisation(norms, per_class=False),
     "norm_equal_per_class": lambda val, bias, labels, norms: norm_equalisation(norms, per_class=True),
