@@ -129,6 +129,14 @@ def test_every_method_trains_analyses_and_reports(tiny_pipeline: Path) -> None:
     assert "favour <b>None</b>" not in html
     remedies = pd.read_csv(project / "results" / "all" / "analysis" / "synth_cremad" / "remedies.csv")
     assert {"baseline", "ogm_ge", "adaptive_fusion"} <= set(remedies["method"]) and "mla" not in set(remedies["method"])
+    from avbias.analyse.remedies import REMEDIES
+
+    assert set(remedies["remedy"]) == {"none", *REMEDIES}
+    # Each branch's calibration on the runs the remedies apply to, one row per branch.
+    calibration = pd.read_csv(project / "results" / "all" / "analysis" / "synth_cremad" / "calibration.csv")
+    assert set(calibration["method"]) == set(remedies["method"])
+    assert len(calibration) == 2 * remedies["method"].nunique() and set(calibration["modality"]) == {"audio", "visual"}
+    assert (calibration["temperature"] > 0).all() and calibration["test_ece"].between(0, 1).all()
     curve = pd.read_csv(project / "results" / "all" / "runs" / "synth_cremad" / "gblending" / "seed0" / "curve.csv")
     assert {"weight_fused", "weight_audio", "weight_visual"} <= set(curve.columns)
 

@@ -77,6 +77,13 @@ def make_analysis(methods: dict[str, tuple[str, str, float]] = METHODS) -> Datas
                               "weak": "visual", "weak_decides": 0.2 + d}
                              for s in SEEDS for r, d in (("none", 0.0), ("temperature", 0.02))]
                             if "baseline" in joint else [])
+    # Each branch of the linear head: audio over-confident (T 1.5), visual under-confident (T 0.8).
+    calibration = pd.DataFrame([{"method": "baseline", "seed": s, "modality": m, "test_nll": nll + 0.1 * s,
+                                 "test_ece": ece, "temperature": t, "test_nll_calibrated": nll - 0.1,
+                                 "test_ece_calibrated": 0.03}
+                                for s in SEEDS for m, nll, ece, t in (("audio", 0.9, 0.12, 1.5),
+                                                                      ("visual", 1.4, 0.05, 0.8))]
+                               if "baseline" in joint else [])
     dominance = {"baseline": {"weight_norm": {"verdict": "audio", "leans": "audio", "share": 0.67, "p": 0.003,
                                               "n_seeds": 3},
                               "logit_contrib": {"verdict": "inconclusive", "leans": "visual", "share": 0.52,
@@ -106,7 +113,8 @@ def make_analysis(methods: dict[str, tuple[str, str, float]] = METHODS) -> Datas
         persistence=persistence, remedies=remedies,
         remedies_summary=(summarise(remedies.drop(columns=["weak"]), ["method", "remedy"]) if len(remedies)
                           else pd.DataFrame()),
-        capability=capability, references=pd.DataFrame(columns=["seed", "class", "reference", "acc"]),
+        calibration=calibration, capability=capability,
+        references=pd.DataFrame(columns=["seed", "class", "reference", "acc"]),
         findings=findings)
 
 
@@ -149,6 +157,13 @@ def test_a_table_without_rows_or_columns_loads_empty(unimodal_only: DatasetAnaly
     assert list(read_table(tmp_path, "references").columns) == ["seed", "class", "reference", "acc"]
     (tmp_path / FILES["samples"]).unlink()                  # an older analysis without one of the tables
     assert DatasetAnalysis.load(tmp_path).samples.empty
+
+
+def test_an_analysis_saved_before_the_calibration_table_loads(analysis: DatasetAnalysis, tmp_path: Path) -> None:
+    analysis.save(tmp_path)
+    (tmp_path / FILES["calibration"]).unlink()
+    loaded = DatasetAnalysis.load(tmp_path)
+    assert loaded.calibration.empty and tables.calibration_table(loaded).empty
 
 
 def test_every_field_has_its_file() -> None:
@@ -203,8 +218,19 @@ def test_persistence_and_remedies_tables_format_their_statistics(analysis: Datas
     assert remedies.loc["temperature", "visual decides (%)"] == "22.0 ± 0.0"
 
 
+def test_calibration_table_gives_each_branch_its_scores_over_seeds(analysis: DatasetAnalysis) -> None:
+    table = tables.calibration_table(analysis).set_index(["method", "branch"])
+    assert list(table.index) == [("baseline", "audio"), ("baseline", "visual")]
+    audio, visual = table.loc[("baseline", "audio")], table.loc[("baseline", "visual")]
+    assert audio["NLL"] == "1.000 ± 0.100"                     # 0.9, 1.0, 1.1 over the seeds: sd 0.1
+    assert audio["ECE (%)"] == "12.0 ± 0.0" and audio["T_m (fit on validation)"] == "1.50 ± 0.00"
+    assert audio["NLL, calibrated"] == "0.800 ± 0.000" and audio["ECE, calibrated (%)"] == "3.0 ± 0.0"
+    assert visual["T_m (fit on validation)"] == "0.80 ± 0.00" and visual["ECE (%)"] == "5.0 ± 0.0"
+
+
 def test_absent_optional_tables_give_empty_sections(unimodal_only: DatasetAnalysis) -> None:
-    for table in (tables.findings_table, tables.persistence_table, tables.remedies_table, tables.bias_table):
+    for table in (tables.findings_table, tables.persistence_table, tables.remedies_table, tables.bias_table,
+                  tables.calibration_table):
         assert table(unimodal_only).empty, table.__name__
     assert tables.markdown(tables.remedies_table(unimodal_only)) == "_no rows_\n"
     assert len(tables.convergence_table(unimodal_only)) == 2
@@ -262,6 +288,8 @@ def test_build_report_writes_the_page_summary_metrics_and_plots(analysis: Datase
     assert html.count("<img") == 2 * len(FIGURES)
     assert html.index("<h2>Findings</h2>") < html.index("<h2>toy</h2>")          # findings first
     summary = (tmp_path / "summary.md").read_text()
+    assert "### Branch calibration (test split, temperatures fit on validation)\n" in summary
+    assert "| baseline | audio | 1.000 ± 0.100 |" in summary
     assert "### Findings: toy\n" in summary and "| 1. the bias persists | baseline |" in summary
     assert "### Findings: toy2\n\n_no rows_" in summary                          # no joint runs, no claims
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"toy", "toy2"}

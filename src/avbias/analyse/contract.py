@@ -40,6 +40,7 @@ class DatasetAnalysis:
     persistence: pd.DataFrame        # per bias share and joint method: over seeds, paired test against baseline
     remedies: pd.DataFrame           # per linear-head run and decision-layer remedy: test accuracy, weak decides
     remedies_summary: pd.DataFrame   # remedies over seeds per method and remedy (long)
+    calibration: pd.DataFrame        # per linear-head run and branch: test NLL, ECE (ECE_BINS), before/after its T
     capability: pd.DataFrame         # per class: external capability (human raters, planted SNR), unimodal models
     references: pd.DataFrame         # per seed and class: late fusion, re-fused branches, Bayes-optimal accuracy
     findings: pd.DataFrame           # the paper's claims and planted truths with their verdicts

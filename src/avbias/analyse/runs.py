@@ -1,7 +1,8 @@
 """A dataset's runs together: every run's measures (measures.py), aggregated over seeds, the bias measures'
-persistence across methods and tested dominance, per-class capability, the remedies and the findings
-(claims.py), as one DatasetAnalysis (contract.py). Pure functions but for load_run, which reads a run; the
-analyse stage's entry (avbias.analyse.analyse) reads the runs and saves what analyse_runs returns."""
+persistence across methods and tested dominance, per-class capability, the remedies, each branch's
+calibration and the findings (claims.py), as one DatasetAnalysis (contract.py). Pure functions but for
+load_run, which reads a run; the analyse stage's entry (avbias.analyse.analyse) reads the runs and saves
+what analyse_runs returns."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from avbias.analyse import planted, stats
 from avbias.analyse.capability import cremad_human_accuracy
 from avbias.analyse.claims import findings
 from avbias.analyse.contract import DatasetAnalysis, is_joint
-from avbias.analyse.measures import ANALYSIS_SPLIT, apply_remedies, initialisation_label, measure_run
+from avbias.analyse.measures import (
+    ANALYSIS_SPLIT,
+    apply_remedies,
+    calibrate_run,
+    initialisation_label,
+    measure_run,
+)
 from avbias.analyse.references import bayes_reference, branch_fusion_accuracy, late_fusion_accuracy
 from avbias.datasets import DATASETS
 from avbias.errors import DataError
@@ -214,5 +221,6 @@ def analyse_runs(dataset: str, loaded_runs: list[Run], params: dict[str, Any]) -
         remedies=remedies,
         remedies_summary=(aggregate(remedies.drop(columns=["weak"]), by=("method", "remedy")) if len(remedies)
                           else pd.DataFrame()),
+        calibration=pd.DataFrame([r for metrics, outputs in loaded for r in calibrate_run(metrics, outputs)]),
         capability=capability_per_class(dataset, per_class_frame, runs, params), references=references,
         findings=claims)

@@ -7,12 +7,13 @@ import html
 from pathlib import Path
 from typing import Any
 
-from avbias.analyse.contract import DatasetAnalysis
+from avbias.analyse.contract import ECE_BINS, DatasetAnalysis
 from avbias.io import atomic_path, write_json
 from avbias.report.figures import FIGURES
 from avbias.report.tables import (
     accuracy_table,
     bias_table,
+    calibration_table,
     convergence_table,
     data_table,
     dominance_cell,
@@ -31,11 +32,17 @@ th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:1.5em 0}figca
 img{max-width:100%}"""
 
 
+CALIBRATION = "Branch calibration (test split, temperatures fit on validation)"
 SECTION_NOTES = {
     "Decision-layer bias (test split)": (
         "Dominant: the modality whose share of the measure (per seed) exceeds one half, with p &lt; 0.05 over at "
         "least 3 seeds (t-test); otherwise inconclusive, with the way the seed means lean. In brackets: the "
         "share of that modality, p and the seeds."),
+    CALIBRATION: (
+        "Whether each branch's own prediction softmax(W_m f_m + b/M) is calibrated on test, as trained and after a "
+        "temperature T_m fit on that branch's validation NLL alone (T_m &gt; 1: it was over-confident; ECE over "
+        f"{ECE_BINS} equal-width confidence bins); the remedy calibrate_branches fuses these calibrated branches, "
+        "Σ_m W_m f_m / T_m + b."),
 }
 
 
@@ -103,7 +110,8 @@ def build_report(analyses: list[DatasetAnalysis], data: list[tuple[dict[str, Any
                     ("Accuracy", accuracy_table(a)),
                     ("Decision-layer bias (test split)", bias_table(a)),
                     ("Persistence of the bias across methods", persistence_table(a)),
-                    ("Decision-layer remedies (fit on validation, tested on test)", remedies_table(a)))
+                    ("Decision-layer remedies (fit on validation, tested on test)", remedies_table(a)),
+                    (CALIBRATION, calibration_table(a)))
         for name, table in sections:
             note = f"<p>{SECTION_NOTES[name]}</p>" if name in SECTION_NOTES else ""
             body.append(f"<h3>{name}</h3>{note}" + table.to_html(index=False, border=0, escape=True))

@@ -172,6 +172,28 @@ def remedies_table(a: DatasetAnalysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# calibration.csv's columns as the report shows them: (header, scale, digits).
+CALIBRATION_COLUMNS = {"test_nll": ("NLL", 1, 3), "test_ece": ("ECE (%)", 100, 1),
+                       "temperature": ("T_m (fit on validation)", 1, 2),
+                       "test_nll_calibrated": ("NLL, calibrated", 1, 3),
+                       "test_ece_calibrated": ("ECE, calibrated (%)", 100, 1)}
+
+
+def calibration_table(a: DatasetAnalysis) -> pd.DataFrame:
+    """Joint method x branch: the branch's test NLL and ECE as trained, its temperature fit on validation, and
+    its test NLL and ECE after it (mean ± std over seeds)."""
+    if a.calibration.empty:
+        return pd.DataFrame()
+    rows = []
+    for (method, modality), group in a.calibration.groupby(["method", "modality"], sort=False):
+        row = {"method": method, "branch": modality}
+        for column, (header, scale, digits) in CALIBRATION_COLUMNS.items():
+            values = group[column].astype(float)
+            row[header] = fmt((values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0), scale, digits)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def method_dataset_table(analyses: list[DatasetAnalysis]) -> pd.DataFrame:
     """Method x dataset: test accuracy (mean ± std over seeds) with each branch's accuracy beside it."""
     rows: dict[str, dict[str, str]] = {}
