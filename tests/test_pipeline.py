@@ -57,7 +57,9 @@ def test_pipeline_produces_report_tables_and_metrics(tiny_pipeline: Path) -> Non
     html = (project / RESULTS / "report" / "report.html").read_text()
     from avbias.report.figures import FIGURES
 
-    assert html.count("<img") == len(FIGURES) == 11 and html.count("<figcaption>") == len(FIGURES)
+    assert html.count("<img") == len(FIGURES) and html.count("<figcaption>") == len(FIGURES)
+    assert (sorted(p.name for p in (project / RESULTS / "report" / "figures").glob("*.png"))
+            == sorted(f"synth_cremad_{name}.png" for name in FIGURES))
     summary = (project / RESULTS / "summary.md").read_text()
     assert "### Accuracy" in summary and "### Decision-layer bias" in summary
     assert "## Test accuracy, method × dataset" in summary and "### Persistence of the bias" in summary

@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from avbias.analyse.contract import FILES, TABLES, DatasetAnalysis, is_joint, read_table
 from avbias.config import load_params
-from avbias.report import tables
+from avbias.report import figures, tables
 from avbias.report.build import build_report, metrics_for_dvc, verdict_text
 from avbias.report.figures import FIGURES
 
@@ -73,8 +74,12 @@ def make_analysis(methods: dict[str, tuple[str, str, float]] = METHODS) -> Datas
     persistence = pd.DataFrame([{"measure": "weight_share", "method": "baseline", "mean": 0.67, "std": 0.02, "n": 3,
                                  "ci_low": 0.65, "ci_high": 0.69, "p_vs_baseline": float("nan"),
                                  "p_t_vs_baseline": float("nan"), "n_paired": 0}] if "baseline" in joint else [])
+    # Per class, "none" is the baseline as trained; temperature gains 0.02 x the class index, and 0.03 more on
+    # seed 2 (+0.01 over the seeds).
     remedies = pd.DataFrame([{"method": "baseline", "seed": s, "remedy": r, "test_acc": 0.75 + d, "test_macro_f1": 0.7,
-                              "weak": "visual", "weak_decides": 0.2 + d}
+                              "weak": "visual", "weak_decides": 0.2 + d,
+                              **{f"class_acc_{c}": 0.75 - 0.1 * c + d * c + (0.03 if d and s == 2 else 0.0)
+                                 for c in range(len(CLASSES))}}
                              for s in SEEDS for r, d in (("none", 0.0), ("temperature", 0.02))]
                             if "baseline" in joint else [])
     # Each branch of the linear head: audio over-confident (T 1.5), visual under-confident (T 0.8).
@@ -264,6 +269,28 @@ def test_every_figure_draws_a_png_and_returns_its_caption(name: str, analysis: D
 def test_figures_without_their_data_say_so(unimodal_only: DatasetAnalysis, tmp_path: Path) -> None:
     assert FIGURES["persistence"](unimodal_only, tmp_path / "p.png") == "toy: no joint runs."
     assert FIGURES["remedies"](unimodal_only, tmp_path / "r.png") == "toy: no joint runs with a linear head."
+    assert (FIGURES["claim3_per_class"](unimodal_only, tmp_path / "c.png")
+            == "toy: no baseline with a remedy or another joint method to compare.")
+    joint_only = make_analysis({m: METHODS[m] for m in JOINT})
+    assert FIGURES["claim3_per_class"](joint_only, tmp_path / "j.png") == "toy: no unimodal model of each modality."
+
+
+def test_claim3_figure_points_are_each_allocations_change_against_the_capability_gap(
+        analysis: DatasetAnalysis, tmp_path: Path) -> None:
+    pc = analysis.per_class
+    pc.loc[(pc["method"] == "unimodal_visual") & (pc["class"] == "SAD"), "acc"] = 0.95   # visual's class
+    first, second, gap = figures.capability_gap(analysis)
+    # Unimodal audio 0.70 - 0.1 c, visual 0.40 - 0.1 c but 0.95 on SAD (c = 2).
+    assert (first, second) == MODALITIES and list(gap.index) == CLASSES
+    np.testing.assert_allclose(gap, [0.3, 0.3, 0.5 - 0.95])
+    changes = figures.allocation_changes(analysis)
+    # The claim-3 findings' names: remedies against the baseline as trained, methods against the baseline.
+    assert list(changes) == ["remedy: temperature", "method: baseline_film", "method: mla"]
+    np.testing.assert_allclose(changes["remedy: temperature"], [0.01, 0.03, 0.05])
+    np.testing.assert_allclose(changes["method: baseline_film"], [0.72 - 0.75] * 3)
+    np.testing.assert_allclose(changes["method: mla"], [0.74 - 0.75] * 3)
+    caption = FIGURES["claim3_per_class"](analysis, tmp_path / "claim3.png")
+    assert caption.startswith("toy: claim 3 per class. x: the capability gap, the audio unimodal model's")
 
 
 def test_verdict_text_and_dvc_metrics(analysis: DatasetAnalysis) -> None:

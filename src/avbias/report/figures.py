@@ -9,8 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from avbias.analyse.contract import DatasetAnalysis, is_joint  # noqa: E402
+from avbias.analyse.contract import BASELINE, DatasetAnalysis, is_joint  # noqa: E402
 
 COLOURS = {"audio": "#1f77b4", "visual": "#ff7f0e", "fused": "#555555"}
 
@@ -333,6 +334,83 @@ def remedies_scatter(a: DatasetAnalysis, path: Path) -> str:
             "(mean over seeds).")
 
 
+def capability_gap(a: DatasetAnalysis) -> tuple[str, str, pd.Series] | None:
+    """The two modalities of the unimodal models (sorted: audio, visual) and per class the first one's test
+    accuracy minus the second's (mean over seeds); None without a unimodal model of each of two modalities."""
+    uni = a.runs[~is_joint(a.runs["modalities"])]
+    method_of = dict(zip(uni["modalities"], uni["method"], strict=True))
+    if len(method_of) != 2:
+        return None
+    first, second = sorted(method_of)
+    acc = {m: a.per_class[a.per_class["method"] == method_of[m]].groupby("class", sort=False)["acc"].mean()
+           for m in (first, second)}
+    return first, second, (acc[first] - acc[second]).reindex(acc[first].index)
+
+
+def allocation_changes(a: DatasetAnalysis) -> dict[str, pd.Series]:
+    """Per class, what each allocation changes against the baseline (test accuracy, mean over seeds), named as
+    the claim-3 findings name it: each remedy fit on the baseline minus the baseline as trained (its "none"
+    row), and each other joint method minus the baseline. None without a baseline."""
+    base = a.per_class[a.per_class["method"] == BASELINE] if len(a.per_class) else a.per_class
+    if base.empty:
+        return {}
+    classes = list(dict.fromkeys(base["class"]))          # the order of the remedies' class_acc_<i> columns
+    changes: dict[str, pd.Series] = {}
+    remedies = a.remedies[a.remedies["method"] == BASELINE] if len(a.remedies) else a.remedies
+    if len(remedies) and "none" in set(remedies["remedy"]):
+        acc = remedies.groupby("remedy", sort=False)[[f"class_acc_{i}" for i in range(len(classes))]].mean()
+        acc.columns = classes
+        for remedy in acc.index.drop("none"):
+            changes[f"remedy: {remedy}"] = acc.loc[remedy] - acc.loc["none"]
+    base_acc = base.groupby("class")["acc"].mean().reindex(classes)
+    for method in a.joint_methods:
+        if method != BASELINE:
+            rows = a.per_class[a.per_class["method"] == method]
+            changes[f"method: {method}"] = rows.groupby("class")["acc"].mean().reindex(classes) - base_acc
+    return changes
+
+
+def claim3_per_class(a: DatasetAnalysis, path: Path) -> str:
+    measured = capability_gap(a)
+    if measured is None:
+        return _no_data(a, path, "no unimodal model of each modality")
+    changes = allocation_changes(a)
+    if not changes:
+        return _no_data(a, path, "no baseline with a remedy or another joint method to compare")
+    first, second, gap = measured
+    cols = min(4, len(changes))
+    rows_n = -(-len(changes) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.4 * cols, 2.8 * rows_n), squeeze=False, sharex=True,
+                             sharey=True)
+    for ax in list(axes.flat)[len(changes):]:
+        ax.axis("off")
+    for ax, (label, change) in zip(axes.flat, changes.items(), strict=False):   # one panel per allocation
+        x, y = gap.reindex(change.index) * 100, change * 100
+        colour = [COLOURS[first] if g > 0 else COLOURS[second] if g < 0 else COLOURS["fused"] for g in x]
+        ax.scatter(x, y, s=14, zorder=3, color=colour)
+        named: dict[tuple[float, float], list[str]] = {}     # every point named; classes on one point share a label
+        for name, xi, yi in zip(change.index, x, y, strict=True):
+            named.setdefault((round(xi, 6), round(yi, 6)), []).append(str(name))
+        for (xi, yi), names in named.items():
+            ax.annotate(", ".join(names), (xi, yi), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.axvline(0, color="k", lw=0.6, ls=":")
+        ax.set_title(label, fontsize=8)
+        ax.margins(0.2)
+    for ax in list(axes.flat)[max(len(changes) - cols, 0):len(changes)]:    # the lowest panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel(f"{first} − {second} unimodal acc (pts)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("acc change vs baseline (pts)", fontsize=8)
+    _save(fig, path)
+    return (f"{a.dataset}: claim 3 per class. x: the capability gap, the {first} unimodal model's test accuracy "
+            f"minus the {second} one's on that class; y: the accuracy change on that class of each remedy fit on "
+            "the baseline (against the baseline as trained) and of each other joint method (against the baseline); "
+            f"means over seeds, in points. One panel per allocation, each point a class ({first}'s colour where "
+            f"{first} is the more capable, {second}'s where {second} is, grey on a tie). Claim 3 expects gains "
+            "above the line on the classes where the overall weaker modality is the more capable one.")
+
+
 FIGURES = {
     "accuracy": accuracy_bars,
     "weight_norms_per_class": weight_norms_per_class,
@@ -345,4 +423,5 @@ FIGURES = {
     "per_class_accuracy": per_class_heatmap,
     "remedies": remedies_scatter,
     "validation_curves": validation_curves,
+    "claim3_per_class": claim3_per_class,
 }
