@@ -117,9 +117,10 @@ def main() -> None:
     classes = args.classes.split(",") if args.classes else measured_classes(args.folder)
     found = pd.read_csv(args.folder / "findings.csv")
     # The claim-3 family Holm corrects over (findings.holm_claim3): rows with p_holm, less the secondary
-    # overall-accuracy rows (their own family).
+    # overall-accuracy rows (their own family), a comparison restated by two rows counted once.
     in_family = (found["p_holm"].notna() & (found["claim"] != fnd.OVERALL_CLAIM)) if "p_holm" in found else None
-    family = max(args.family or (int(in_family.sum()) if in_family is not None else 1), 1)
+    distinct = len(found.loc[in_family, ["effect", "p", "n_seeds"]].drop_duplicates()) if in_family is not None else 1
+    family = max(args.family or distinct, 1)
     per_class = pd.read_csv(args.folder / "per_class.csv")
     counts = pd.read_csv(args.folder / "samples.csv") if (args.folder / "samples.csv").is_file() else None
     n0 = (float(counts[counts["method"] == fnd.BASELINE].groupby("seed")["label"].count().mean()) / per_class[
