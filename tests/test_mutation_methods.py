@@ -906,3 +906,59 @@ def test_pmr_momentum_from_the_first_epoch_starts_from_fresh_prototypes() -> Non
     method.prototypes = {m: p + 1.0 for m, p in method.prototypes.items()}
     method.epoch_start(None, 1, run)
     torch.testing.assert_close(method.prototypes["audio"], torch.tensor([[2.2, 2.2], [2.2, 0.2]]))
+
+
+# --- third pass (issue 21, 2026-12-03): the survivors of the first full `mutmut run "avbias.methods*"` -------------
+
+
+def test_run_methods_leaves_out_run_exclude_methods() -> None:
+    from avbias.methods import METHODS, run_methods
+
+    assert run_methods({"run": {"methods": "all", "exclude_methods": ["gblending", "pmr"]}}) == [
+        m for m in sorted(METHODS) if m not in ("gblending", "pmr")]
+    assert run_methods({"run": {"methods": ["pmr", "baseline", "mla"], "exclude_methods": ["pmr"]}}) == [
+        "baseline", "mla"]
+    assert run_methods({"run": {"methods": ["pmr"], "exclude_methods": None}}) == ["pmr"]
+
+
+def test_check_method_params_names_an_unknown_excluded_method() -> None:
+    from avbias.methods.registry import check_method_params
+
+    with pytest.raises(ParamsError, match=r"^p: run.exclude_methods: unknown method 'nope'; registered: \["):
+        check_method_params({"run": {"methods": "all", "exclude_methods": ["baseline", "nope"]}}, "p")
+    check_method_params({"run": {"methods": "all", "exclude_methods": ["baseline"]}}, "p")
+
+
+class _Batches:
+    """The RunContext MLA's setup reads: the train loader's length."""
+
+    def __init__(self, train_batches: int) -> None:
+        self.train_batches = train_batches
+
+
+@pytest.mark.parametrize(("train_batches", "batches"), [(0, 1), (1, 1), (3, 3)])
+def test_mla_setup_takes_the_loaders_length_at_least_one(train_batches: int, batches: int) -> None:
+    """GSPlugin's alpha = 0.1^(1 + batch / len(train_loader)): one batch per epoch is 1, not floored higher."""
+    model = AVClassifier(("audio", "visual"), 3, width=8, fusion="shared")
+    method = create_method("mla", {})
+    method.setup(model, _Batches(train_batches))
+    assert method.batches == batches and model.head.test_fusion == "batch_entropy"
+
+
+def test_mla_starts_at_batch_0_of_1() -> None:
+    """Before setup and the first step_modalities the projector's alpha is that of batch 0 of 1 (0.1^(1 + 0/1)):
+    no step, no projector."""
+    method = create_method("mla", {"methods": {"mla": {"projection": "balancebenchmark"}}})
+    assert (method.batch, method.batches, method.step_count, method.projectors) == (0, 1, 0, {})
+
+
+def test_pmr_logs_nothing_before_its_first_loss() -> None:
+    """after_backward returns what the last loss computed: before any, an empty dict (the training loop's
+    logs are merged with it), not None."""
+    assert create_method("pmr", {}).after_backward(None, None, None, 0) == {}
+
+
+def test_a_method_without_a_window_is_inside_it_up_to_epoch_1e9() -> None:
+    """No modulation_ends: the window ends at epoch 10**9 (an end no run reaches), inclusive."""
+    method = create_method("baseline", {})
+    assert method.in_window(10**9) and not method.in_window(10**9 + 1)
