@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from avbias import metrics as mt
-from avbias.analyse import calibration, capability, findings, planted, remedies, stats
+from avbias.analyse import calibration, capability, cues, findings, planted, remedies, stats
 from avbias.analyse import decision_layer as dl
 from avbias.errors import ParamsError
 
@@ -755,3 +755,128 @@ def test_bootstrap_ci_tail_on_many_distinct_values() -> None:
     means = np.random.default_rng(0).choice(values, size=(10000, 12), replace=True).mean(1)
     assert stats.bootstrap_ci(values, level=0.5) == pytest.approx((np.percentile(means, 25), np.percentile(means, 75)),
                                                                   abs=1e-12)
+
+
+# --- cues (issue 21, 2026-12-03): the survivors of `mutmut run "avbias.analyse.cues*"` -------------------------------
+
+
+def test_bayes_correct_with_more_cue_values_than_classes() -> None:
+    """Two classes, three cue values (L is 2 x 3): the score has one column per class. Cue 2 is likelier under
+    class 1 (0.5 vs 0.2), cue 0 under class 0, cue 1 tied (0.3 each): credit 1, 1, 1/2 for the true class, 0 if not."""
+    lik = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    got = cues.bayes_correct([lik], [np.array([0, 2, 1, 1, 0])], np.array([0, 1, 0, 1, 1]))
+    np.testing.assert_allclose(got, [1.0, 1.0, 0.5, 0.5, 0.0])
+
+
+def test_bayes_correct_needs_one_cue_array_per_likelihood() -> None:
+    lik = cues.cue_likelihood(np.array([0.9, 0.6]))
+    with pytest.raises(ValueError):
+        cues.bayes_correct([lik, lik], [np.array([0, 1])], np.array([0, 1]))
+
+
+def test_bayes_correct_ties_only_at_floating_point_equality() -> None:
+    """Scores 1e-7 apart relatively (0.5 vs 0.5000001), or 2e-10 apart absolutely (1e-10 vs 3e-10), are not a tie:
+    the better class alone wins (np.isclose's defaults, rtol 1e-5 and atol 1e-8, would split the clip)."""
+    near = np.array([[0.5, 0.5], [0.5000001, 0.4999999]])
+    np.testing.assert_allclose(cues.bayes_correct([near], [np.array([0, 0])], np.array([1, 0])), [1.0, 0.0])
+    tiny = np.array([[1e-10, 1 - 1e-10], [3e-10, 1 - 3e-10]])
+    np.testing.assert_allclose(cues.bayes_correct([tiny], [np.array([0, 0])], np.array([1, 0])), [1.0, 0.0])
+    even = cues.cue_likelihood(np.array([0.5, 0.5]))
+    np.testing.assert_allclose(cues.bayes_correct([even], [np.array([0, 1])], np.array([0, 0])), [0.5, 0.5])
+
+
+# --- remedies and stats (issue 21, 2026-12-03): survivors of `mutmut run "avbias.analyse.remedies*" ...stats*` ------
+
+
+def test_log_softmax_by_hand_per_row() -> None:
+    """Row by row: log p = z - log sum exp z. [0, ln 3] -> [-ln 4, ln 3 - ln 4]; [ln 2, 0] -> [ln 2 - ln 3, -ln 3].
+    Logits of 1000 (exp overflows unless the row's max is subtracted) and rows 2000 apart (one row's exp underflows
+    to 0 if the max of the whole array is subtracted) still give [-ln 2, -ln 2]."""
+    ln2, ln3, ln4 = math.log(2), math.log(3), math.log(4)
+    np.testing.assert_allclose(remedies.log_softmax(np.array([[0.0, ln3], [ln2, 0.0]])),
+                               [[-ln4, ln3 - ln4], [ln2 - ln3, -ln3]], rtol=1e-12)
+    np.testing.assert_allclose(remedies.log_softmax(np.array([[1000.0, 1000.0]])), [[-ln2, -ln2]], rtol=1e-12)
+    np.testing.assert_allclose(remedies.log_softmax(np.array([[0.0, 0.0], [2000.0, 2000.0]])), [[-ln2, -ln2]] * 2,
+                               rtol=1e-12)
+
+
+def test_holm_caps_at_one_and_reads_missing_values() -> None:
+    """[0.6, 0.9]: 0.6 x 2 = 1.2 is capped at 1, 0.9 x 1 then raised to it. A missing p (None, as a JSON null) is
+    NaN: [0.01, None, 0.04] -> 0.01 x 2, 0.04 x 1."""
+    np.testing.assert_allclose(stats.holm(np.array([0.6, 0.9])), [1.0, 1.0])
+    np.testing.assert_allclose(stats.holm([0.01, None, 0.04]), [0.02, np.nan, 0.04])
+
+
+@pytest.mark.parametrize("shift", [0.0, 1000.0])
+def test_fit_class_weights_improves_on_large_logits_and_rows_far_apart(shift: float) -> None:
+    """Logits of +-400..500 (exp overflows unless each row's max is subtracted), and with `shift` one row sits 1000
+    above the others (their exp underflows to 0 if the max of all rows is subtracted): the fit still lowers the
+    validation cross-entropy (written out here, stably) below that of alpha = 1 (0.1801: by 0.004 and 0.085)."""
+    labels = np.array([0, 1, 0, 1])
+    a = np.array([[400.0, 399.0], [399.0, 400.0], [400.5, 399.0], [398.0, 400.0]])
+    a[0] += shift
+    v = np.array([[-500.0, -500.5], [-500.0, -499.0], [-500.0, -501.0], [-499.0, -500.0]])
+    c = np.stack([a, v])
+
+    def nll(theta: np.ndarray) -> float:
+        logits = np.exp(theta[0]) * a + np.exp(theta[1]) * v
+        return float(np.mean([np.logaddexp(row[0], row[1]) - row[y] for row, y in zip(logits, labels, strict=True)]))
+
+    alpha = remedies.fit_class_weights({"a": c[0], "v": c[1]}, np.zeros(2), labels, iters=50)
+    theta = np.log(np.stack([alpha["a"], alpha["v"]]))
+    assert np.isfinite(theta).all()
+    assert nll(theta) + 1e-2 * (theta**2).sum() < nll(np.zeros((2, 2))) - 0.003
+
+
+def test_fit_class_weights_follows_armijo_descent_by_hand() -> None:
+    """The descent written out: L(theta) = mean CE of sum_m exp(theta_m) * c_m + bias, + l2 |theta|^2; its gradient
+    dL/dtheta_mc = exp(theta_mc) mean_n (p_nc - y_nc) c_mnc + 2 l2 theta_mc. From theta = 0 and step 1: halve the
+    step until L drops by at least 1e-4 step |g|^2 (Armijo; give up below 1e-12), take it, double the step; stop
+    when the drop is below tol. Same path, same weights (the tests above check only the end point)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 30)
+    c = np.stack([rng.normal(size=(30, 3)) * 3 + 2 * np.eye(3)[labels], rng.normal(size=(30, 3))])
+    bias, l2 = np.array([0.2, -0.1, 0.0]), 0.1
+    onehot = np.eye(3)[labels]
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = np.exp(theta[0]) * c[0] + np.exp(theta[1]) * c[1] + bias
+        log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        g = np.stack([np.exp(theta[m]) * ((np.exp(log_p) - onehot) * c[m]).mean(0) for m in range(2)])
+        return float(-(onehot * log_p).sum(1).mean() + l2 * (theta**2).sum()), g + 2 * l2 * theta
+
+    for iters, tol in ((1, 1e-9), (3, 1e-9), (200, 1e-9)):
+        theta, step, steps, halved = np.zeros((2, 3)), 1.0, [], 0
+        loss, grad = loss_grad(theta)
+        for _ in range(iters):
+            while step > 1e-12:
+                new_loss, new_grad = loss_grad(theta - step * grad)
+                if new_loss <= loss - 1e-4 * step * (grad**2).sum():
+                    break
+                step, halved = step / 2, halved + 1
+            steps.append(step)
+            candidate = theta - step * grad
+            if loss - new_loss < tol:
+                theta = candidate
+                break
+            theta, loss, grad, step = candidate, new_loss, new_grad, step * 2
+        alpha = remedies.fit_class_weights({"a": c[0], "v": c[1]}, bias, labels, l2=l2, iters=iters, tol=tol)
+        np.testing.assert_allclose(np.log(alpha["a"]), theta[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(np.log(alpha["v"]), theta[1], rtol=1e-9, atol=1e-12)
+    assert halved and max(steps) > 1             # the path both backtracks and grows its step
+
+
+def test_temperature_weights_leave_the_logits_alone_when_nothing_is_fitted() -> None:
+    """No grid point with a finite NLL (an empty grid, or NaN contributions): every 1/T stays 1."""
+    val = {"audio": np.array([[1.0, 0.0], [0.0, 1.0]]), "visual": np.array([[0.5, 0.0], [0.0, 0.2]])}
+    labels = np.array([0, 1])
+    assert remedies.temperature_weights(val, np.zeros(2), labels, grid=np.array([])) == {"audio": 1.0, "visual": 1.0}
+    nan = {m: np.full((2, 2), np.nan) for m in val}
+    assert remedies.temperature_weights(nan, np.zeros(2), labels) == {"audio": 1.0, "visual": 1.0}
+
+
+def test_at_risk_classes_need_a_gain_above_the_margin() -> None:
+    """Fused 0.75 vs audio 0.5 (exact in binary): a gain of exactly the margin 0.25 is not above it."""
+    acc = {"fused": np.array([0.75, 0.75, 0.5]), "audio": np.array([0.5, 0.25, 0.5])}
+    assert cues.at_risk_classes(acc, "audio", 0.25).tolist() == [1]
+    assert cues.at_risk_classes(acc, "audio", 0.2).tolist() == [0, 1]
