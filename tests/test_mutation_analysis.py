@@ -880,3 +880,10 @@ def test_at_risk_classes_need_a_gain_above_the_margin() -> None:
     acc = {"fused": np.array([0.75, 0.75, 0.5]), "audio": np.array([0.5, 0.25, 0.5])}
     assert cues.at_risk_classes(acc, "audio", 0.25).tolist() == [1]
     assert cues.at_risk_classes(acc, "audio", 0.2).tolist() == [0, 1]
+
+
+def test_t_interval_below_a_quantile_of_one() -> None:
+    """Level 0.5 on 2 df: p(t) = 1 - t / sqrt(t^2 + 2) = 0.5 at t = sqrt(2/3) < 1 (the bisection must start at 0).
+    [0, 1, 2]: mean 1, sd 1, half width sqrt(2/3) / sqrt(3) = sqrt(2) / 3."""
+    low, high = stats.t_interval(np.array([0.0, 1.0, 2.0]), level=0.5)
+    assert (low, high) == (pytest.approx(1 - math.sqrt(2) / 3, abs=1e-9), pytest.approx(1 + math.sqrt(2) / 3, abs=1e-9))
