@@ -887,3 +887,40 @@ def test_t_interval_below_a_quantile_of_one() -> None:
     [0, 1, 2]: mean 1, sd 1, half width sqrt(2/3) / sqrt(3) = sqrt(2) / 3."""
     low, high = stats.t_interval(np.array([0.0, 1.0, 2.0]), level=0.5)
     assert (low, high) == (pytest.approx(1 - math.sqrt(2) / 3, abs=1e-9), pytest.approx(1 + math.sqrt(2) / 3, abs=1e-9))
+
+
+def test_cue_likelihood_shapes_and_bounds() -> None:
+    """One probability per class, at least two classes; q = 0 (a class never shows its own cue) is allowed."""
+    for bad in ([0.9], [[0.9, 0.1]]):
+        with pytest.raises(ValueError, match=r"^cue_likelihood: one probability per class \(at least 2 classes\), "
+                                             r"got shape \("):
+            cues.cue_likelihood(np.array(bad))
+    np.testing.assert_allclose(cues.cue_likelihood(np.array([0.0, 1.0])), [[0.0, 1.0], [0.0, 1.0]])
+
+
+def test_bayes_class_accuracy_ties_only_at_floating_point_equality() -> None:
+    """Columns 1e-7 apart relatively, or 2e-10 apart absolutely, are not ties: the likelier class takes the whole
+    observation (np.isclose's default tolerances would split it). L rows: classes; columns: observations."""
+    near = np.array([[0.5, 0.5], [0.5000001, 0.4999999]])
+    np.testing.assert_allclose(cues.bayes_class_accuracy(near), [0.5, 0.5000001])
+    tiny = np.array([[1e-10, 1 - 1e-10], [3e-10, 1 - 3e-10]])
+    np.testing.assert_allclose(cues.bayes_class_accuracy(tiny), [1 - 1e-10, 3e-10], rtol=1e-12)
+
+
+def test_fused_likelihood_of_one_modality_and_of_more_cue_values_than_classes() -> None:
+    """One modality: the fusion is its own likelihood. Two classes, three cue values: one row per class,
+    3 x 2 = 6 columns (row-major: audio cue, then visual cue)."""
+    a = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    v = np.array([[0.9, 0.1], [0.4, 0.6]])
+    np.testing.assert_allclose(cues.fused_likelihood([a]), a)
+    np.testing.assert_allclose(cues.fused_likelihood([a, v]), [[0.45, 0.05, 0.27, 0.03, 0.18, 0.02],
+                                                              [0.08, 0.12, 0.12, 0.18, 0.2, 0.3]])
+
+
+@pytest.mark.parametrize(("a", "b", "x"), [(40, 10, 0.9), (30, 30, 0.7), (10, 40, 0.5)])
+def test_incomplete_beta_on_integer_parameters_by_the_binomial_tail(a: int, b: int, x: float) -> None:
+    """I_x(a, b) = P(Binomial(a + b - 1, x) >= a) for integer a, b; to 1e-13 (the continued fraction on the side
+    of x where it converges fast; the other side is off by about 1e-10)."""
+    n = a + b - 1
+    exact = sum(math.comb(n, j) * x**j * (1 - x) ** (n - j) for j in range(a, n + 1))
+    assert stats.incomplete_beta(a, b, x) == pytest.approx(exact, abs=1e-13)
