@@ -924,3 +924,9 @@ def test_incomplete_beta_on_integer_parameters_by_the_binomial_tail(a: int, b: i
     n = a + b - 1
     exact = sum(math.comb(n, j) * x**j * (1 - x) ** (n - j) for j in range(a, n + 1))
     assert stats.incomplete_beta(a, b, x) == pytest.approx(exact, abs=1e-13)
+
+
+def test_per_class_mean_when_every_label_is_one_class() -> None:
+    """Labels all of class 0: its mean is that of every value; class 1, absent, is NaN."""
+    got = dl.per_class_mean(np.array([1.0, 3.0]), np.array([0, 0]), 2)
+    assert got[0] == 2.0 and math.isnan(got[1])
