@@ -930,3 +930,51 @@ def test_per_class_mean_when_every_label_is_one_class() -> None:
     """Labels all of class 0: its mean is that of every value; class 1, absent, is NaN."""
     got = dl.per_class_mean(np.array([1.0, 3.0]), np.array([0, 0]), 2)
     assert got[0] == 2.0 and math.isnan(got[1])
+
+
+# --- findings (issue 21, 2026-12-03): survivors of `mutmut run "avbias.analyse.findings*"` ----------------------------
+
+
+def test_failure_mode_finding_row_by_hand() -> None:
+    """Each lost class with its loss and Holm p, and the more capable modality's share unless the capability is a
+    tie or not given; the whole row, reason included, and with nothing lost or no seeds."""
+    cost = {"under_used": np.array([0, 2]), "loss": np.array([0.4, 0.0, 0.25]), "p_holm": np.array([0.01, 0.9, 0.02]),
+            "n_seeds": np.array([3, 3, 3])}
+    classes = ["SAD", "NEU", "FEA"]
+    row = findings.failure_mode_finding(classes, cost, "ref", np.array([0.3, 0.5, 0.6]), ["visual", "audio", "tie"])
+    assert row == {"claim": findings.FAILURE_CLAIM, "subject": "baseline vs ref",
+                   "evidence": "SAD (+0.400, Holm p 0.01; visual's share 0.30); FEA (+0.250, Holm p 0.02)",
+                   "n_seeds": 3, "verdict": "found",
+                   "reason": "per class, ref minus the baseline's accuracy > 0, paired over 3 seeds, t-test "
+                             "Holm-adjusted over 3 classes p < 0.05 (at least 3 seeds)"}
+    plain = "SAD (+0.400, Holm p 0.01); FEA (+0.250, Holm p 0.02)"
+    assert findings.failure_mode_finding(classes, cost, "ref")["evidence"] == plain
+    assert findings.failure_mode_finding(classes, cost, "ref", None, ["visual", "audio", "visual"])["evidence"] == plain
+    assert findings.failure_mode_finding(classes, cost, "ref", np.array([0.3, 0.5, 0.6]))["evidence"] == plain
+    nothing = findings.failure_mode_finding(classes, cost | {"under_used": np.array([], int)}, "ref")
+    assert (nothing["evidence"], nothing["verdict"]) == ("no class", "not found")
+    empty = {"under_used": np.array([], int), "loss": np.array([]), "p_holm": np.array([]),
+             "n_seeds": np.array([], int)}
+    assert findings.failure_mode_finding([], empty, "ref") == {
+        "claim": findings.FAILURE_CLAIM, "subject": "baseline vs ref", "evidence": "no class", "n_seeds": 0,
+        "verdict": "inconclusive", "reason": "0 seeds (a verdict needs 3)"}
+
+
+def test_allocation_findings_need_the_baseline_converged() -> None:
+    """A baseline missing from the convergence table counts as not converged, for the remedy and the method."""
+    classes = ["NEU", "SAD", "FEA"]
+    remedy = pd.DataFrame([{"method": "baseline", "remedy": "class_weights", "seed": s, "class_acc_0": 0.0,
+                            "class_acc_1": 0.9, "class_acc_2": 0.9} for s in range(3)])
+    rows = findings.allocation_findings(per_class_table(), remedy, classes, "visual", "audio",
+                                        {"adaptive_fusion": True}, {})
+    not_converged = ("inconclusive", "a run did not converge (see Convergence)")
+    assert [(r["verdict"], r["reason"]) for r in rows] == [not_converged] * 2
+
+
+def test_weak_favoured_classes_exclude_ties() -> None:
+    """A class where the weak modality's unimodal model is exactly as accurate as the strong one's is not favoured."""
+    acc = {"unimodal_audio": {"NEU": [0.5, 0.5], "SAD": [0.25, 0.25]},
+           "unimodal_visual": {"NEU": [0.5, 0.5], "SAD": [0.75, 0.75]}}
+    table = pd.DataFrame([{"method": m, "seed": s, "class": c, "acc": a}
+                          for m, per in acc.items() for c, seeds in per.items() for s, a in enumerate(seeds)])
+    assert findings.weak_favoured_classes(table, "visual", "audio") == ["SAD"]
