@@ -978,3 +978,21 @@ def test_weak_favoured_classes_exclude_ties() -> None:
     table = pd.DataFrame([{"method": m, "seed": s, "class": c, "acc": a}
                           for m, per in acc.items() for c, seeds in per.items() for s, a in enumerate(seeds)])
     assert findings.weak_favoured_classes(table, "visual", "audio") == ["SAD"]
+
+
+def test_persistence_shift_falls_back_to_decisions_when_the_baseline_lacks_the_measure() -> None:
+    """OGM-GE has a centred logit share, the baseline does not: the shift is paired on the share of decisions
+    (0.6 - 0.9, 0.5 - 0.8, 0.4 - 0.7: -0.3), and says so. The baseline's own row (share of decisions 0.9, 0.8, 0.7)
+    is supported with its reason."""
+    runs = runs_table()
+    runs.loc[runs["method"] == "baseline", "centred_logit_share"] = np.nan
+    runs.loc[runs["method"] == "ogm_ge", "centred_logit_share"] = [0.70, 0.73, 0.67]
+    rows = findings.persistence_findings(runs, "audio", "visual", {"baseline": True, "ogm_ge": True})
+    by = {(r["claim"], r["subject"]): r for r in rows}
+    shift = by[("1. shift from the baseline", "ogm_ge")]
+    assert shift["evidence"] == "audio's share of decisions minus the baseline's, same seeds"
+    assert shift["effect"] == pytest.approx(-0.3) and shift["verdict"] == "towards visual"
+    assert by[("1. the bias persists", "ogm_ge")]["evidence"] == "audio's centred logit share - 0.5"
+    base = by[("1. the bias persists", "baseline")]
+    assert base["effect"] == pytest.approx(0.3) and base["verdict"] == "supported"
+    assert base["reason"] == "audio keeps more than half of the decision"
