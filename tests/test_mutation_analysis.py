@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from itertools import product
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -996,3 +997,38 @@ def test_persistence_shift_falls_back_to_decisions_when_the_baseline_lacks_the_m
     base = by[("1. the bias persists", "baseline")]
     assert base["effect"] == pytest.approx(0.3) and base["verdict"] == "supported"
     assert base["reason"] == "audio keeps more than half of the decision"
+
+
+def test_recovery_findings_rows_by_hand() -> None:
+    """Each candidate against the baseline on the seeds both have (seed 3 is the candidate's only): overall (mean
+    over every class) and on the lost classes (SAD, FEA; 12 test clips: FEA has no count), each row whole."""
+    classes = ["SAD", "NEU", "FEA"]
+    base = pd.DataFrame({"SAD": [0.2, 0.3, 0.4], "NEU": [0.9, 0.9, 0.9], "FEA": [0.5, 0.5, 0.5]})
+    up = pd.DataFrame({"SAD": [0.5, 0.7, 0.8, 0.1], "NEU": [0.9, 0.8, 0.9, 0.1], "FEA": [0.5, 0.6, 0.5, 0.1]})
+    down = base * 0.5
+    rows = findings.recovery_findings(base, {"remedy: up": up, "method: down": down}, classes, ["SAD", "FEA"],
+                                      {"remedy: up": True, "method: down": True}, {"SAD": 12, "NEU": 50})
+    lost = "SAD, FEA (12 test clips), where the baseline loses"
+    overall = "every class (unweighted mean)"
+
+    def row(claim: str, subject: str, where: str, diff: list[float], verdict: str, reason: str) -> dict[str, Any]:
+        expected = findings._test(np.array(diff))
+        return {"claim": claim, "subject": subject, "evidence": f"accuracy on {where} minus the baseline's, same seeds",
+                **{k: pytest.approx(v) for k, v in expected.items()}, "verdict": verdict, "reason": reason}
+
+    # up: overall (0.3 + 0 + 0) / 3, (0.4 - 0.1 + 0.1) / 3, 0.4 / 3; lost (0.3 + 0) / 2, (0.4 + 0.1) / 2, 0.4 / 2.
+    # down: half the baseline: overall -(0.2 + 0.9 + 0.5) / 6, ...; lost -(0.1 + 0.25) / 2, -(0.15 + 0.25) / 2, ...
+    assert rows == [
+        row(findings.OVERALL_CLAIM, "remedy: up", overall, [0.1, 0.4 / 3, 0.4 / 3], "supported",
+            f"higher accuracy on {overall}"),
+        row(findings.RECOVERY_CLAIM, "remedy: up", lost, [0.15, 0.25, 0.2], "supported", f"higher accuracy on {lost}"),
+        row(findings.OVERALL_CLAIM, "method: down", overall, [-1.6 / 6, -1.7 / 6, -1.8 / 6], "not supported",
+            f"lower accuracy on {overall}"),
+        row(findings.RECOVERY_CLAIM, "method: down", lost, [-0.175, -0.2, -0.225], "not supported",
+            f"lower accuracy on {lost}")]
+    nothing_lost = {"claim": findings.RECOVERY_CLAIM, "subject": "remedy: up",
+                    "evidence": "accuracy on the classes the baseline loses", "n_seeds": 3, "verdict": "inconclusive",
+                    "reason": "nothing to recover: the baseline loses no class"}
+    assert findings.recovery_findings(base, {"remedy: up": up}, classes, [], {"remedy: up": True})[1] == nothing_lost
+    # No classes at all: both sets get their row.
+    assert len(findings.recovery_findings(base, {"remedy: up": up}, [], ["SAD"], {})) == 2
