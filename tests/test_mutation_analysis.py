@@ -1032,3 +1032,22 @@ def test_recovery_findings_rows_by_hand() -> None:
     assert findings.recovery_findings(base, {"remedy: up": up}, classes, [], {"remedy: up": True})[1] == nothing_lost
     # No classes at all: both sets get their row.
     assert len(findings.recovery_findings(base, {"remedy: up": up}, [], ["SAD"], {})) == 2
+
+
+def test_holm_claim3_families_reasons_and_boundary_by_hand() -> None:
+    """Claim-3 family: two p = 0.025 -> Holm 0.05 each, which is not < 0.05: both inconclusive, saying why. Overall
+    family: 0.01 x 2 = 0.02 stays supported; 0.5 was inconclusive and keeps its own reason. The failure-mode row
+    and claim 1 are left alone, even with a p."""
+    rows = [{"claim": "3. capability-aware allocation helps where the weak modality is more capable", "p": 0.025,
+             "verdict": "supported", "reason": "r0"},
+            {"claim": findings.RECOVERY_CLAIM, "p": 0.025, "verdict": "supported", "reason": "r1"},
+            {"claim": findings.OVERALL_CLAIM, "p": 0.5, "verdict": "inconclusive", "reason": "r2"},
+            {"claim": findings.OVERALL_CLAIM, "p": 0.01, "verdict": "supported", "reason": "r3"},
+            {"claim": findings.FAILURE_CLAIM, "p": 0.001, "verdict": "found"},
+            {"claim": "1. the bias persists", "p": 0.01, "verdict": "supported"}]
+    out = findings.holm_claim3(rows)
+    why = "p = 0.025 < 0.05 but Holm-adjusted p = 0.05 over the 2 claim-3 comparisons"
+    assert out[:4] == [rows[0] | {"p_holm": 0.05, "verdict": "inconclusive", "reason": why},
+                       rows[1] | {"p_holm": 0.05, "verdict": "inconclusive", "reason": why},
+                       rows[2] | {"p_holm": 0.5}, rows[3] | {"p_holm": 0.02}]
+    assert out[4:] == rows[4:]
