@@ -1030,6 +1030,9 @@ def test_recovery_findings_rows_by_hand() -> None:
                     "evidence": "accuracy on the classes the baseline loses", "n_seeds": 3, "verdict": "inconclusive",
                     "reason": "nothing to recover: the baseline loses no class"}
     assert findings.recovery_findings(base, {"remedy: up": up}, classes, [], {"remedy: up": True})[1] == nothing_lost
+    unconverged = findings.recovery_findings(base, {"remedy: up": up}, classes, ["SAD"], {})
+    assert [(r["verdict"], r["reason"]) for r in unconverged] == [
+        ("inconclusive", "a run did not converge (see Convergence)")] * 2          # a label missing: not converged
     # No classes at all: both sets get their row.
     assert len(findings.recovery_findings(base, {"remedy: up": up}, [], ["SAD"], {})) == 2
 
