@@ -50,7 +50,7 @@ test-scenarios: install
 	$(BIN)/pytest -m scenarios
 
 # Mutation testing of methods/ and the analysis core (mutmut; [tool.mutmut] in pyproject.toml says which modules
-# and which fast tests): 30-60 minutes on 2 cores (docs/benchmarks.md), not in CI. Survivors: mutants/, `mutmut results`,
+# and which fast tests): over an hour on 2 shared cores (docs/benchmarks.md), not in CI. Survivors: mutants/, `mutmut results`,
 # `mutmut show NAME`; the score and the equivalent mutants are in docs/benchmarks.md.
 mutation: install
 	$(BIN)/mutmut run --max-children 2

@@ -1054,3 +1054,26 @@ def test_holm_claim3_families_reasons_and_boundary_by_hand() -> None:
                        rows[1] | {"p_holm": 0.05, "verdict": "inconclusive", "reason": why},
                        rows[2] | {"p_holm": 0.5}, rows[3] | {"p_holm": 0.02}]
     assert out[4:] == rows[4:]
+
+
+def test_fit_class_weights_rejects_a_step_that_decreases_the_loss_too_little() -> None:
+    """Armijo's sufficient decrease: with l2 = 0.691039 the first full step (theta = -g) lowers the loss by only
+    about 5e-5, less than 1e-4 |g|^2 = 6.8e-5: rejected (although the loss fell), and the half step taken."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 30)
+    c = np.stack([rng.normal(size=(30, 3)) * 3 + 2 * np.eye(3)[labels], rng.normal(size=(30, 3))])
+    bias, l2 = np.array([0.2, -0.1, 0.0]), 0.691039
+    onehot = np.eye(3)[labels]
+
+    def loss(theta: np.ndarray) -> float:
+        logits = np.exp(theta[0]) * c[0] + np.exp(theta[1]) * c[1] + bias
+        log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        return float(-(onehot * log_p).sum(1).mean() + l2 * (theta**2).sum())
+
+    p = np.exp(bias + c.sum(0) - np.logaddexp.reduce(bias + c.sum(0), axis=1, keepdims=True))
+    g = np.stack([((p - onehot) * c[m]).mean(0) for m in range(2)])        # at theta = 0: alpha = 1, no penalty
+    decrease = loss(np.zeros((2, 3))) - loss(-g)
+    assert 0 < decrease < 1e-4 * (g**2).sum()
+    assert loss(np.zeros((2, 3))) - loss(-0.5 * g) >= 1e-4 * 0.5 * (g**2).sum()
+    alpha = remedies.fit_class_weights({"a": c[0], "v": c[1]}, bias, labels, l2=l2, iters=1)
+    np.testing.assert_allclose(np.log(np.stack([alpha["a"], alpha["v"]])), -0.5 * g, rtol=1e-9, atol=1e-12)
