@@ -205,7 +205,7 @@ def allocation_findings(per_class: pd.DataFrame, remedies: pd.DataFrame, classes
                    else remedies)
             if rem is None or rem.empty:
                 continue
-            acc = rem.set_index("seed")[[f"class_acc_{i}" for i in index]].mean(1)
+            acc = rem.set_index("seed")[[f"class_acc_{i}" for i in index]].mean(axis=1)
             ok = converged.get(BASELINE, False)
         if acc.empty:
             continue
