@@ -295,6 +295,15 @@ def test_expected_calibration_error_by_hand() -> None:
         (abs(1 - 0.9) + abs(0 - 0.85) + abs(1 - 0.7) + abs(1 - 0.5) + abs(0 - 0.45) + abs(0 - 0.4)) / 6)
 
 
+def test_expected_calibration_error_keeps_the_lowest_bins_apart() -> None:
+    # 31 classes (Kinetics-Sounds): a top probability can fall in the first bins. Confidences .05 (bin 1 of 15,
+    # (0, 1/15]) right and .10 (bin 2) wrong: (|1 - .05| + |0 - .10|) / 2 = .525; bins 1 and 2 merged: .425.
+    probs = np.full((2, 31), 0.0)
+    probs[0], probs[1] = 0.95 / 30, 0.90 / 30
+    probs[0, 3], probs[1, 7] = 0.05, 0.10
+    assert calibration.expected_calibration_error(probs, np.array([3, 0])) == pytest.approx(0.525)
+
+
 def ece_by_hand(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Softmax, then per sample its bin ceil(conf * bins) (right-closed), then sum_b n_b / N |acc_b - conf_b|."""
     probs = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits]
