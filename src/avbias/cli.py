@@ -137,9 +137,11 @@ def cmd_compare_verdicts(args: argparse.Namespace, _: dict[str, Any]) -> None:
     total = len(conclusions(Path(args.first)))
     if failing:
         raise AvbiasError(f"{len(failing)} of {total} conclusions differ between {args.first} and {args.second} "
-                          f"beyond seed noise ({len(diffs) - len(failing)} more only straddle p = 0.05):\n  {lines}")
+                          f"beyond seed noise ({len(diffs) - len(failing)} more only straddle a threshold: p = 0.05, "
+                          f"or the convergence check):\n  {lines}")
     print(f"same conclusions ({total}) in {args.first} and {args.second}"
-          + (f", but for {len(diffs)} that straddle p = 0.05 with estimates that agree within their seeds' "
+          + (f", but for {len(diffs)} that straddle a threshold (p = 0.05, or the convergence check where both p "
+             f"are below it) with estimates that agree within their seeds' "
              f"spread (avbias.analyse.compare):\n  {lines}" if diffs else ""))
 
 

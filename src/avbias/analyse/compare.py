@@ -10,7 +10,8 @@ about 8 of the demo's 56 conclusions at 4 seeds, and still 0.7 at 16). So each d
 - shifted: one side is inconclusive and the two estimates differ by more than their seeds' spread allows
   (Welch test, p < 0.05 / the number of conclusions compared: Bonferroni);
 - threshold: one side is inconclusive, the estimates agree within that spread: the same evidence on either
-  side of p = 0.05.
+  side of p = 0.05, or of the convergence check (a seed-mean rise over the last quarter near 2 points: then
+  both p-values are below 0.05).
 The first three fail the check; threshold differences are listed with both p-values."""
 
 from __future__ import annotations
