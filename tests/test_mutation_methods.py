@@ -278,12 +278,9 @@ def test_by_dataset_overrides_reach_methods_without_hyperparameters(name: str) -
 # --- PMR -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("epoch", "inside"), [(0, False), (1, True), (3, True), (4, False)])
-def test_pmr_loss_adds_the_weak_prototype_loss_inside_the_window(epoch: int, inside: bool) -> None:
-    """The authors' code: loss = CE(fused) + alpha * PCE(weak) inside the window (the dominant's prototype loss
-    switched off); with the paper's mu, minus mu times the dominant's prototype entropy."""
-    method = create_method("pmr", {"methods": {"pmr": {"alpha": 1.5, "mu": 0.25, "modulation_starts": 1,
-                                                       "modulation_ends": 3}}})
+def pmr_batch(method: Any) -> tuple[Any, Any, torch.Tensor, dict, dict[str, float], str, str]:
+    """One backward batch with PMR's prototypes set from its features: the model, its output, the labels, each
+    modality's prototype logits (negative distances), their summed true-class softmax, dominant and weak."""
     model, out, labels = backward_once()
     feats = {m: out.features[m].detach() for m in ("audio", "visual")}
     method.prototypes = {m: torch.from_numpy(class_prototypes(feats[m].numpy() * 0.5 + 0.1, labels.numpy(), 3))
@@ -291,6 +288,16 @@ def test_pmr_loss_adds_the_weak_prototype_loss_inside_the_window(epoch: int, ins
     proto = {m: -torch.cdist(feats[m], method.prototypes[m]) for m in feats}
     s = {m: float(torch.softmax(proto[m], 1)[torch.arange(6), labels].sum()) for m in feats}
     dominant, weak = sorted(s, key=s.get, reverse=True)
+    return model, out, labels, proto, s, dominant, weak
+
+
+@pytest.mark.parametrize(("epoch", "inside"), [(0, False), (1, True), (3, True), (4, False)])
+def test_pmr_loss_adds_the_weak_prototype_loss_inside_the_window(epoch: int, inside: bool) -> None:
+    """The authors' code: loss = CE(fused) + alpha * PCE(weak) inside the window (the dominant's prototype loss
+    switched off); with the paper's mu, minus mu times the dominant's prototype entropy."""
+    method = create_method("pmr", {"methods": {"pmr": {"alpha": 1.5, "mu": 0.25, "modulation_starts": 1,
+                                                       "modulation_ends": 3}}})
+    model, out, labels, proto, s, dominant, weak = pmr_batch(method)
     y = labels.numpy()
     p = torch.softmax(proto[dominant], 1).numpy()
     entropy = float(-(p * np.log(p)).sum(1).mean())
@@ -648,13 +655,7 @@ def test_pmr_loss_terms_with_scores_below_one_by_hand() -> None:
 def test_pmr_method_passes_its_continuous_weighting_to_the_loss() -> None:
     """weighting: continuous reaches the training loss: beta = alpha tanh(rho - 1), not the code's switch."""
     method = create_method("pmr", {"methods": {"pmr": {"alpha": 1.5, "weighting": "continuous"}}})
-    model, out, labels = backward_once()
-    feats = {m: out.features[m].detach() for m in ("audio", "visual")}
-    method.prototypes = {m: torch.from_numpy(class_prototypes(feats[m].numpy() * 0.5 + 0.1, labels.numpy(), 3))
-                         for m in feats}
-    proto = {m: -torch.cdist(feats[m], method.prototypes[m]) for m in feats}
-    s = {m: float(torch.softmax(proto[m], 1)[torch.arange(6), labels].sum()) for m in feats}
-    dominant, weak = sorted(s, key=s.get, reverse=True)
+    model, out, labels, proto, s, dominant, weak = pmr_batch(method)
     beta = 1.5 * math.tanh(s[dominant] / s[weak] - 1)
     assert 0 < beta < 1.4                                   # not the switch's 1.5
     y = labels.numpy()
