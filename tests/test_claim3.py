@@ -513,3 +513,40 @@ def test_failure_mode_finding_needs_three_seeds() -> None:
     assert row["verdict"] == "found" and row["evidence"].startswith("SAD (+0.400, Holm p ")
     assert row["evidence"].endswith("; visual's share 0.30)")                # the mechanism beside the cost
     assert row["subject"] == "baseline vs a reference" and row["n_seeds"] == 3
+
+
+# --- calibration before fusion can say "helps", and stays silent where the branches are calibrated ----------
+
+def branch_scores(q: float, scale: float, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A branch whose cue is the label with probability q (another class otherwise), read as scale x (one-hot of
+    the cue + noise): calibrated at one scale, over-confident above it, under-confident below."""
+    k = 4
+    cue = np.where(rng.random(len(labels)) < q, labels, (labels + rng.integers(1, k, len(labels))) % k)
+    return scale * (np.eye(k)[cue] + 0.3 * rng.standard_normal((len(labels), k)))
+
+
+def calibrated_gain(scales: tuple[float, float], seed: int = 0) -> tuple[float, dict[str, float]]:
+    """Test accuracy of calibrate_branches minus the fused model as trained, and the remedy's weights 1/T_m:
+    audio's cue right 60% of the time, visual's 90%, each branch read at the given scale."""
+    rng = np.random.default_rng(seed)
+    val_y, test_y = np.repeat(np.arange(4), 300), np.repeat(np.arange(4), 300)
+    val = {"audio": branch_scores(0.6, scales[0], val_y, rng), "visual": branch_scores(0.9, scales[1], val_y, rng)}
+    test = {"audio": branch_scores(0.6, scales[0], test_y, rng), "visual": branch_scores(0.9, scales[1], test_y, rng)}
+    bias = np.zeros(4)
+    alpha = remedies.REMEDIES["calibrate_branches"](val, bias, val_y, {})
+    acc = [float((remedies.combine(test, bias, a).argmax(1) == test_y).mean())
+           for a in ({"audio": 1.0, "visual": 1.0}, alpha)]
+    return acc[1] - acc[0], alpha
+
+
+def test_calibrating_each_branch_before_fusion_wins_when_one_branch_is_over_confident() -> None:
+    # Audio (the weaker) read 20 times louder than visual: the fused model follows audio (about 70%); calibrated,
+    # visual's 90% cue decides where they disagree.
+    gain, alpha = calibrated_gain((8.0, 0.4))
+    assert gain > 0.15 and alpha["audio"] < 1 < alpha["visual"]
+
+
+def test_calibrating_branches_that_are_already_calibrated_changes_nothing() -> None:
+    # Each branch at the scale its validation NLL picks (T = 1 on the grid): the remedy has nothing to fix.
+    gain, alpha = calibrated_gain((1.15, 3.0))
+    assert alpha == {"audio": 1.0, "visual": 1.0} and abs(gain) < 0.02
