@@ -269,9 +269,24 @@ def splice_generated(text: str, block: str) -> str:
 _OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
+def _seeds_text(run: dict[str, Any]) -> str:
+    """'4 seeds (0, 1, 2, 3)', and each run.seeds_by_method entry: '; baseline, unimodal_audio: 12 seeds (0-11)'."""
+    def seeds(values: list[int]) -> str:
+        values = list(values)
+        listed = (f"{values[0]}-{values[-1]}" if len(values) > 4 and values == list(range(values[0], values[-1] + 1))
+                  else ", ".join(str(x) for x in values))
+        return f"{len(values)} seed{'s' if len(values) > 1 else ''} ({listed})"
+
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for method, values in (run.get("seeds_by_method") or {}).items():
+        groups.setdefault(tuple(values), []).append(method)
+    return "; ".join([seeds(run["seeds"])] + [f"{', '.join(names)}: {seeds(list(v))}" for v, names in groups.items()])
+
+
 def protocol_text(params: dict[str, Any], dataset: str | None = None) -> str:
     """The recipe behind the numbers, composed from the params that set it: train (optimizer, schedule,
-    epochs, batch), splits, train.selection and, where present, run.seeds, model.pretrained and, for a
+    epochs, batch), splits, train.selection and, where present, run.seeds (and run.seeds_by_method),
+    model.pretrained and, for a
     synthetic dataset (dataset, or any in run.datasets), the planted synth keys. report.protocol is only
     a label, so the text cannot drift from the params."""
     t, s = params["train"], params["splits"]
@@ -290,8 +305,7 @@ def protocol_text(params: dict[str, Any], dataset: str | None = None) -> str:
     parts.append({"val": "tested at the best validation epoch",
                   "last": "tested at the last epoch"}.get(t["selection"], t["selection"]))
     if "run" in params:
-        seeds = params["run"]["seeds"]
-        parts.append(f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(str(x) for x in seeds)})")
+        parts.append(_seeds_text(params["run"]))
     if "model" in params:
         pretrained = params["model"].get("pretrained") or {}
         if pretrained.get("audio") or pretrained.get("visual"):

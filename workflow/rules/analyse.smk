@@ -3,7 +3,7 @@ from avbias.analyse.contract import FILES as ANALYSIS_FILES
 
 rule analyse:
     input:
-        lambda wildcards: expand(rules.train.output.metrics, dataset=wildcards.dataset, method=METHODS, seed=SEEDS),
+        lambda wildcards: run_files(rules.train.output.metrics, [wildcards.dataset]),
     output:
         # Every file the analysis writes, named once by its contract (avbias.analyse.contract): bias, runs, ...
         **{field: f"{RESULTS}/analysis/{{dataset}}/{name}" for field, name in ANALYSIS_FILES.items()},

@@ -8,7 +8,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from avbias.config import stage_params_json
 from avbias.train import run_dir
-from avbias.methods import check_method_params, method_class, run_methods, run_params_json
+from avbias.methods import check_method_params, method_class, run_list, run_params_json
 
 check_method_params(config)
 
@@ -16,8 +16,7 @@ DATA = config["paths"]["data"]
 RESULTS = config["paths"]["results"]
 LOGS = config["paths"]["logs"]
 DATASETS = config["run"]["datasets"]
-METHODS = run_methods(config)
-SEEDS = config["run"]["seeds"]
+RUNS = run_list(config)          # (method, seed): run.seeds, or a method's own run.seeds_by_method
 RESOURCES = config["resources"]
 # The software of every rule: the locked venv running Snakemake by default, or, with
 # --software-deployment-method conda, this environment (the same lock; workflow/envs/).
@@ -37,6 +36,12 @@ wildcard_constraints:
 def stage_params(stage):
     """The JSON the stage's command receives; as a rule param it also triggers reruns when it changes."""
     return stage_params_json(config, stage)
+
+
+def run_files(pattern, datasets):
+    """pattern (a train output) for every run of each dataset."""
+    return [path for dataset in datasets for method, seed in RUNS
+            for path in expand(pattern, dataset=dataset, method=method, seed=seed)]
 
 
 def pretrained_models(wildcards):

@@ -12,8 +12,10 @@ from avbias.methods.registry import (
     method_class,
     register,
     resolve_hyperparams,
+    run_list,
     run_methods,
     run_params,
+    run_seeds,
 )
 
 for _module in pkgutil.iter_modules(__path__):
@@ -28,4 +30,4 @@ def run_params_json(params: dict, method: str, dataset: str) -> str:
 
 
 __all__ = ["METHODS", "Method", "check_method_params", "create_method", "method_class", "register",
-           "resolve_hyperparams", "run_methods", "run_params", "run_params_json"]
+           "resolve_hyperparams", "run_list", "run_methods", "run_params", "run_params_json", "run_seeds"]

@@ -148,6 +148,10 @@ def check_method_params(params: dict[str, Any], source: str = "params") -> None:
         for name in [] if names == "all" else names:
             if name not in METHODS:
                 raise ParamsError(f"{source}: run.{key}: unknown method {name!r}; registered: {sorted(METHODS)}")
+    for name in params["run"].get("seeds_by_method") or {}:
+        if name not in run_methods(params):
+            raise ParamsError(f"{source}: run.seeds_by_method.{name}: not a method of this run; run.methods gives "
+                              f"{run_methods(params)}")
     _check_shared_fusion_fits(params, source)
 
 
@@ -168,6 +172,16 @@ def run_methods(params: dict[str, Any]) -> list[str]:
     run.exclude_methods."""
     methods, excluded = params["run"]["methods"], params["run"].get("exclude_methods") or ()
     return [m for m in (sorted(METHODS) if methods == "all" else methods) if m not in excluded]
+
+
+def run_seeds(params: dict[str, Any], method: str) -> list[int]:
+    """The seeds a method trains on: its run.seeds_by_method entry, else run.seeds."""
+    return list((params["run"].get("seeds_by_method") or {}).get(method, params["run"]["seeds"]))
+
+
+def run_list(params: dict[str, Any]) -> list[tuple[str, int]]:
+    """Every (method, seed) the run trains, per dataset: run_methods, each on its run_seeds."""
+    return [(method, seed) for method in run_methods(params) for seed in run_seeds(params, method)]
 
 
 def run_params(params: dict[str, Any], method: str, dataset: str) -> dict[str, Any]:
