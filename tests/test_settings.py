@@ -26,7 +26,7 @@ from avbias.config import (
     schema_node,
 )
 from avbias.errors import ParamsError
-from avbias.methods import METHODS, check_method_params, run_methods
+from avbias.methods import METHODS, check_method_params, run_list, run_methods, run_seeds
 
 from conftest import REPO
 
@@ -151,6 +151,29 @@ def test_presets_run_every_method_but_gblending_without_listing_them(preset: Pat
     assert run_methods(params) == sorted(set(METHODS) - {"gblending"})
 
 
+def test_seeds_by_method_must_name_a_registered_method(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"run": {"methods": ["baseline"], "seeds_by_method": {"baselin": [0, 1]}}}))
+    with pytest.raises(ParamsError, match=r"run.seeds_by_method.baselin: unknown method; registered: \["):
+        check_method_params(load_params(REPO / "params.yaml", bad))
+    # A method the run leaves out (a smaller run layered over the demo) is unused, not an error.
+    check_method_params({"run": {"methods": ["pmr"], "seeds_by_method": {"baseline": [0, 1]}}})
+
+
+def test_a_smaller_run_over_the_demo_can_drop_its_seeds_by_method(tmp_path: Path) -> None:
+    override = tmp_path / "one_seed.yaml"
+    override.write_text(yaml.safe_dump({"run": {"seeds": [0], "seeds_by_method": None}}))
+    params = load_params(REPO / "params.yaml", REPO / "config" / "demo.yaml", override)
+    assert {seed for _, seed in run_list(params)} == {0}
+
+
+def test_a_method_trains_on_its_own_seeds_or_on_run_seeds() -> None:
+    params = {"run": {"methods": ["baseline", "ogm_ge"], "seeds": [0, 1], "seeds_by_method": {"baseline": [0, 1, 5]}}}
+    assert run_seeds(params, "baseline") == [0, 1, 5] and run_seeds(params, "ogm_ge") == [0, 1]
+    assert run_list(params) == [("baseline", 0), ("baseline", 1), ("baseline", 5), ("ogm_ge", 0), ("ogm_ge", 1)]
+    assert run_list({"run": {"methods": ["pmr"], "seeds": [3], "seeds_by_method": None}}) == [("pmr", 3)]
+
+
 def test_an_unknown_excluded_method_is_rejected(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"run": {"exclude_methods": ["gblendin"]}}))
@@ -177,6 +200,8 @@ def demo_params() -> dict[str, Any]:
     ({"train": {"selection": "last"}}, "the last epoch"),
     ({"splits": {"val_fraction": 0.0}}, "no validation split"),
     ({"run": {"seeds": [0, 1, 2, 3, 4, 5]}}, "6 seeds"),
+    ({"run": {"seeds_by_method": {"baseline": [0, 1, 2, 3, 4, 5, 6], "unimodal_visual": [0, 1, 2, 3, 4, 5, 6]}}},
+     "baseline, unimodal_visual: 7 seeds (0-6)"),
     ({"model": {"pretrained": {"visual": "torchvision:resnet18"}}}, "visual torchvision:resnet18"),
     ({"synth": {"audio_snr_db": -20.0}}, "audio SNR -20 dB"),
 ])
@@ -193,7 +218,8 @@ def test_the_protocol_text_names_the_demo_recipe_and_its_scenario() -> None:
     assert text.startswith(f"SGD lr {train['lr']} (momentum 0.9, weight decay 0.0001), "
                            f"StepLR every {train['lr_step']} epochs x0.1, "
                            f"{train['epochs']} epochs, batch {train['batch_size']}")
-    assert "4 seeds (0, 1, 2, 3)" in text and "tested at the best validation epoch" in text
+    assert "4 seeds (0, 1, 2, 3); baseline: 12 seeds (0-11)" in text, text
+    assert "tested at the best validation epoch" in text
     cue = demo_params()["synth"]["visual_class_cue_prob"]
     assert f"visual cue kept per class {cue}" in text, text
     assert "synthetic" not in protocol_text(demo_params(), "cremad")   # the planted keys only for synthetic data

@@ -197,6 +197,20 @@ def test_a_method_that_builds_on_runs_gets_their_models_as_inputs(tmp_path: Path
         assert all(any(f"--method {m} --seed 1 " in c for c in commands) for m in needs), needs
 
 
+def test_a_method_with_its_own_seeds_trains_on_them_and_the_analysis_reads_every_run(tmp_path: Path) -> None:
+    """run.seeds_by_method (the demo's 12 baseline seeds beside 4 for the other methods): the DAG trains each
+    method on its own seeds, and the analyse job waits for all of them."""
+    project = make_project(tmp_path, {"run": {"methods": ["baseline", "ogm_ge"], "seeds": [0, 1],
+                                              "seeds_by_method": {"baseline": [0, 1, 2]}}})
+    dry = snakemake(project, "all", "-n").stdout
+    trained = sorted((c.split("--method ")[1].split()[0], int(c.split("--seed ")[1].split()[0]))
+                     for c in dry.splitlines() if c.startswith("Shell command: avbias train "))
+    assert trained == [("baseline", 0), ("baseline", 1), ("baseline", 2), ("ogm_ge", 0), ("ogm_ge", 1)], trained
+    [analyse] = [c for c in dry.splitlines() if c.startswith("Shell command: avbias analyse ")]
+    runs = analyse.split("--runs ")[1].split(" --out")[0].split()
+    assert sorted(runs) == sorted(f"results/tiny/runs/synth_cremad/{m}/seed{s}" for m, s in trained), runs
+
+
 # --- planning a run imports no torch ----------------------------------------------------------------
 
 
