@@ -322,3 +322,12 @@ def test_build_report_writes_the_page_summary_metrics_and_plots(analysis: Datase
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"toy", "toy2"}
     plot = pd.read_csv(tmp_path / "report" / "plots" / "toy" / "baseline.csv")
     assert list(plot.columns) == ["epoch", "accuracy"] and plot["accuracy"].iloc[-1] == pytest.approx(0.58)
+
+
+def test_the_protocol_table_names_each_methods_seeds_when_they_differ() -> None:
+    """run.seeds_by_method (the demo's 12 baseline seeds beside 4): the Protocol table's seeds row says which
+    methods ran which seeds, not their union."""
+    runs = pd.DataFrame({"method": ["ogm_ge"] * 4 + ["baseline"] * 6 + ["pmr"] * 4,
+                         "seed": [0, 1, 2, 3] + [0, 1, 2, 3, 4, 5] + [3, 2, 1, 0]})
+    assert tables.seeds_by_method(runs) == "0-5 (baseline); 0, 1, 2, 3 (ogm_ge, pmr)"
+    assert tables.seeds_by_method(runs[runs["seed"] < 4]) == "0, 1, 2, 3"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,13 +270,18 @@ def splice_generated(text: str, block: str) -> str:
 _OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
+def seeds_label(values: Sequence[int]) -> str:
+    """'0, 1, 2, 3', or a run of more than 4 consecutive seeds as '0-11'."""
+    values = list(values)
+    if len(values) > 4 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(str(x) for x in values)
+
+
 def _seeds_text(run: dict[str, Any]) -> str:
     """'4 seeds (0, 1, 2, 3)', and each run.seeds_by_method entry: '; baseline, unimodal_audio: 12 seeds (0-11)'."""
-    def seeds(values: list[int]) -> str:
-        values = list(values)
-        listed = (f"{values[0]}-{values[-1]}" if len(values) > 4 and values == list(range(values[0], values[-1] + 1))
-                  else ", ".join(str(x) for x in values))
-        return f"{len(values)} seed{'s' if len(values) > 1 else ''} ({listed})"
+    def seeds(values: Sequence[int]) -> str:
+        return f"{len(values)} seed{'s' if len(values) > 1 else ''} ({seeds_label(values)})"
 
     groups: dict[tuple[int, ...], list[str]] = {}
     for method, values in (run.get("seeds_by_method") or {}).items():
