@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,15 +278,21 @@ def seeds_label(values: Sequence[int]) -> str:
     return ", ".join(str(x) for x in values)
 
 
+def group_by_seeds(method_seeds: Iterable[tuple[str, Iterable[int]]]) -> dict[tuple[int, ...], list[str]]:
+    """Methods grouped by the seeds they ran (sorted), groups in first-seen order."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for method, seeds in method_seeds:
+        groups.setdefault(tuple(sorted(int(s) for s in seeds)), []).append(str(method))
+    return groups
+
+
 def _seeds_text(run: dict[str, Any]) -> str:
     """'4 seeds (0, 1, 2, 3)', and each run.seeds_by_method entry: '; baseline, unimodal_audio: 12 seeds (0-11)'."""
     def seeds(values: Sequence[int]) -> str:
         return f"{len(values)} seed{'s' if len(values) > 1 else ''} ({seeds_label(values)})"
 
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for method, values in (run.get("seeds_by_method") or {}).items():
-        groups.setdefault(tuple(values), []).append(method)
-    return "; ".join([seeds(run["seeds"])] + [f"{', '.join(names)}: {seeds(list(v))}" for v, names in groups.items()])
+    groups = group_by_seeds((run.get("seeds_by_method") or {}).items())
+    return "; ".join([seeds(run["seeds"])] + [f"{', '.join(names)}: {seeds(v)}" for v, names in groups.items()])
 
 
 def protocol_text(params: dict[str, Any], dataset: str | None = None) -> str:

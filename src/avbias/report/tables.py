@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from avbias.analyse.contract import DatasetAnalysis
-from avbias.config import protocol_text, seeds_label
+from avbias.config import group_by_seeds, protocol_text, seeds_label
 
 
 def fmt(stat: tuple[float, float] | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -139,9 +139,7 @@ def convergence_table(a: DatasetAnalysis) -> pd.DataFrame:
 def seeds_by_method(runs: pd.DataFrame) -> str:
     """The seeds the runs used: '0, 1, 2, 3', or, when methods differ (run.seeds_by_method), each seed set with
     its methods: '0, 1, 2, 3 (ogm_ge, pmr); 0-11 (baseline)'."""
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for method, group in runs.groupby("method", sort=True):
-        groups.setdefault(tuple(sorted({int(s) for s in group["seed"]})), []).append(str(method))
+    groups = group_by_seeds((method, group["seed"]) for method, group in runs.groupby("method", sort=True))
     if len(groups) < 2:
         return seeds_label(next(iter(groups), ()))
     return "; ".join(f"{seeds_label(seeds)} ({', '.join(methods)})" for seeds, methods in groups.items())
@@ -159,8 +157,7 @@ def protocol_table(a: DatasetAnalysis, params: dict[str, Any]) -> pd.DataFrame:
             ("model selection", "; ".join(selection.get(s, s) for s in b.get("selection", [])) or "–"),
             ("literature figure", "best test accuracy over epochs: selected on test, optimistic (shown apart)"),
             ("encoder initialisation", "; ".join(b.get("initialisation", [])) or "random"),
-            ("seeds", seeds_by_method(a.runs) if {"method", "seed"} <= set(a.runs)
-             else seeds_label(b.get("seeds", []))),
+            ("seeds", seeds_by_method(a.runs)),
             ("test clips (analysis split)", b.get("test_clips", "–")),
             ("tests", "t-test over seeds (paired against the baseline where two methods are compared), "
                       "α = 0.05; exact sign-flip p beside it in the persistence table"),
