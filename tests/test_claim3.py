@@ -550,3 +550,23 @@ def test_calibrating_branches_that_are_already_calibrated_changes_nothing() -> N
     # Each branch at the scale its validation NLL picks (T = 1 on the grid): the remedy has nothing to fix.
     gain, alpha = calibrated_gain((1.15, 3.0))
     assert alpha == {"audio": 1.0, "visual": 1.0} and abs(gain) < 0.02
+
+
+# --- the demo's shape: 12 baseline seeds beside 4 for a method (run.seeds_by_method) ---------------------------
+
+def test_a_method_with_fewer_seeds_than_the_baseline_is_compared_on_the_seeds_both_have() -> None:
+    """Positive and negative control of the pairing: the baseline's extra seeds 4-11 lose SAD and FEA badly, so a
+    comparison against the baseline's 12-seed mean would call a method that merely equals the baseline on seeds
+    0-3 a gain. Paired on those 4 seeds it is inconclusive; a planted +0.15 on them is supported."""
+    rng = np.random.default_rng(0)
+    good = 0.6 + 0.05 * rng.standard_normal((4, len(CLASSES)))
+    bad = 0.2 + 0.05 * rng.standard_normal((8, len(CLASSES)))
+    base = pd.DataFrame(np.vstack([good, bad]), columns=CLASSES)                    # seeds 0-11
+    same = base.iloc[:4] + 0.01 * rng.standard_normal((4, len(CLASSES)))           # seeds 0-3, no effect
+    rows = findings.recovery_findings(base, {"method: same": same, "method: better": same + 0.15}, CLASSES,
+                                      ["SAD", "FEA"], {"method: same": True, "method: better": True})
+    lost = {r["subject"]: r for r in rows if r["claim"] == findings.RECOVERY_CLAIM}
+    assert lost["method: same"]["n_seeds"] == 4 and lost["method: same"]["verdict"] == "inconclusive"
+    assert abs(lost["method: same"]["effect"]) < 0.02
+    assert lost["method: better"]["verdict"] == "supported"
+    assert lost["method: better"]["effect"] == pytest.approx(0.15 + lost["method: same"]["effect"])
